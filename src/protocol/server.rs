@@ -1,0 +1,608 @@
+//! The server endpoint: one session per session id (each with its own target socket in the
+//! driver), replies on every bridge address that session was seen on recently.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+
+use super::packet::{
+    self, DecodeError, Header, PacketType, Probe, ProbeAck, CONTROL_SESSION, MAX_DATAGRAM,
+};
+use super::params::Params;
+use super::path::PathStats;
+use super::peer::{EpochSlot, PeerReject, PeerWindows};
+use super::rng::Rng;
+use super::stats::{Counters, Stats};
+use super::transmit::{AddrSet, BufPool, Dest, Transmit, MAX_SESSION_PATHS};
+use super::window::Reject;
+
+const TICK: Duration = Duration::from_millis(100);
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const VALIDATION_RETRY: Duration = Duration::from_millis(250);
+/// An unvalidated address gets at most this many times the bytes it sent us (as in QUIC).
+const AMPLIFICATION_FACTOR: u64 = 3;
+/// A bridge address not heard from for this long is forgotten entirely.
+const PATH_FORGET: Duration = Duration::from_secs(300);
+
+/// Session lifecycle events for the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A new session: open its target socket.
+    Opened(u64),
+    /// A session ended (CLOSE, expiry, shutdown): close its target socket.
+    Closed(u64),
+}
+
+#[derive(Debug)]
+struct Session {
+    next_seq: u64,
+    last_active: Instant,
+    peer: PeerWindows,
+    paths: [Option<SocketAddr>; MAX_SESSION_PATHS],
+}
+
+#[derive(Debug)]
+struct BridgePath {
+    validated: bool,
+    token: u64,
+    next_validation: Instant,
+    last_rx: Instant,
+    rx_bytes_total: u64,
+    tx_bytes_unvalidated: u64,
+    peer_probe_epoch: u64,
+    peer_probes_rx: u64,
+    rx_packets: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+}
+
+/// The server side of the tunnel, sans IO.
+#[derive(Debug)]
+pub struct Server {
+    params: Params,
+    epoch: u64,
+    rng: Rng,
+    start: Instant,
+    sessions: HashMap<u64, Session>,
+    paths: HashMap<SocketAddr, BridgePath>,
+    max_paths: usize,
+    control_seq: u64,
+    out: VecDeque<Transmit>,
+    events: VecDeque<SessionEvent>,
+    pool: BufPool,
+    counters: Counters,
+    next_tick: Instant,
+    next_sweep: Instant,
+    last_cap_warn: Option<Instant>,
+}
+
+impl Server {
+    /// A server; `seed` drives its epoch and tokens.
+    pub fn new(params: Params, seed: u64, now: Instant) -> Self {
+        let mut rng = Rng::new(seed);
+        let epoch = rng.nonzero_u64();
+        let max_paths = params.max_sessions.saturating_mul(4).max(64);
+        Server {
+            params,
+            epoch,
+            rng,
+            start: now,
+            sessions: HashMap::new(),
+            paths: HashMap::new(),
+            max_paths,
+            control_seq: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            pool: BufPool::default(),
+            counters: Counters::default(),
+            next_tick: now + TICK,
+            next_sweep: now + SWEEP_INTERVAL,
+            last_cap_warn: None,
+        }
+    }
+
+    /// This endpoint's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Number of sessions held.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// True if the session exists.
+    pub fn has_session(&self, id: u64) -> bool {
+        self.sessions.contains_key(&id)
+    }
+
+    /// How long a bridge address may stay silent and still get replies.
+    fn path_fresh(&self) -> Duration {
+        self.params.down_after * 2
+    }
+
+    fn next_control_seq(&mut self) -> u64 {
+        self.control_seq += 1;
+        self.control_seq
+    }
+
+    /// A datagram from the network, from bridge address `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.counters.net_rx_packets += 1;
+        self.counters.net_rx_bytes += bytes.len() as u64;
+        let (header, payload) = match packet::decode(bytes) {
+            Ok(v) => v,
+            Err(DecodeError::Checksum) => {
+                self.counters.checksum_errors += 1;
+                return;
+            }
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        match header.ptype {
+            PacketType::Data => {
+                if header.session == CONTROL_SESSION {
+                    self.counters.malformed += 1;
+                    return;
+                }
+                self.touch_path(now, from, bytes.len());
+                self.on_data(now, from, &header, payload);
+            }
+            PacketType::Probe => {
+                self.touch_path(now, from, bytes.len());
+                self.on_probe(from, &header, payload);
+            }
+            PacketType::ProbeAck => {
+                self.touch_path(now, from, bytes.len());
+                if let Ok(ack) = ProbeAck::parse(payload) {
+                    if let Some(p) = self.paths.get_mut(&from) {
+                        if !p.validated && ack.echo_token == p.token {
+                            p.validated = true;
+                            debug!("bridge address {from} validated");
+                        }
+                    }
+                } else {
+                    self.counters.malformed += 1;
+                }
+            }
+            PacketType::Close => {
+                self.touch_path(now, from, bytes.len());
+                self.on_close(&header);
+            }
+            _ => self.counters.malformed += 1,
+        }
+    }
+
+    fn touch_path(&mut self, now: Instant, from: SocketAddr, len: usize) {
+        if !self.paths.contains_key(&from) {
+            if self.paths.len() >= self.max_paths {
+                // Forget the address heard from least recently.
+                if let Some(old) = self
+                    .paths
+                    .iter()
+                    .min_by_key(|(_, p)| p.last_rx)
+                    .map(|(a, _)| *a)
+                {
+                    self.paths.remove(&old);
+                }
+            }
+            let token = self.rng.nonzero_u64();
+            self.paths.insert(
+                from,
+                BridgePath {
+                    validated: false,
+                    token,
+                    next_validation: now,
+                    last_rx: now,
+                    rx_bytes_total: 0,
+                    tx_bytes_unvalidated: 0,
+                    peer_probe_epoch: 0,
+                    peer_probes_rx: 0,
+                    rx_packets: 0,
+                    rx_bytes: 0,
+                    tx_packets: 0,
+                    tx_bytes: 0,
+                },
+            );
+            debug!("new bridge address {from}");
+        }
+        if let Some(p) = self.paths.get_mut(&from) {
+            p.last_rx = now;
+            p.rx_packets += 1;
+            p.rx_bytes += len as u64;
+            p.rx_bytes_total += len as u64;
+        }
+        self.maybe_validate(now, from);
+    }
+
+    /// Sends a validation probe to an unvalidated address if one is due.
+    fn maybe_validate(&mut self, now: Instant, addr: SocketAddr) {
+        let Some(p) = self.paths.get_mut(&addr) else {
+            return;
+        };
+        if p.validated || now < p.next_validation {
+            return;
+        }
+        p.next_validation = now + VALIDATION_RETRY;
+        let token = p.token;
+        let h = Header {
+            ptype: PacketType::Probe,
+            flags: 0,
+            session: CONTROL_SESSION,
+            epoch: self.epoch,
+            seq: self.next_control_seq(),
+        };
+        self.send_to_one(addr, &h, &Probe { token }.to_bytes());
+    }
+
+    fn send_to_one(&mut self, addr: SocketAddr, h: &Header, payload: &[u8]) {
+        let mut buf = self.pool.get();
+        packet::encode(&mut buf, h, payload);
+        let Some(p) = self.paths.get_mut(&addr) else {
+            self.pool.put(buf);
+            return;
+        };
+        if !p.validated {
+            if p.tx_bytes_unvalidated + buf.len() as u64 > AMPLIFICATION_FACTOR * p.rx_bytes_total {
+                self.counters.amplification_drops += 1;
+                self.pool.put(buf);
+                return;
+            }
+            p.tx_bytes_unvalidated += buf.len() as u64;
+        }
+        p.tx_packets += 1;
+        p.tx_bytes += buf.len() as u64;
+        self.counters.net_tx_packets += 1;
+        self.counters.net_tx_bytes += buf.len() as u64;
+        let mut set = AddrSet::default();
+        set.push(addr);
+        self.out.push_back(Transmit {
+            dest: Dest::Addrs(set),
+            data: buf,
+        });
+    }
+
+    fn count_reject(&mut self, r: PeerReject) {
+        match r {
+            PeerReject::Window(Reject::Duplicate) => self.counters.duplicates += 1,
+            PeerReject::Window(Reject::TooOld) => self.counters.too_old += 1,
+            PeerReject::RetiredEpoch => self.counters.stale_epoch += 1,
+        }
+    }
+
+    fn on_data(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
+        if !self.sessions.contains_key(&header.session) {
+            if self.sessions.len() >= self.params.max_sessions {
+                self.counters.session_cap_drops += 1;
+                if self
+                    .last_cap_warn
+                    .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10))
+                {
+                    self.last_cap_warn = Some(now);
+                    warn!(
+                        "session cap ({}) reached: new sessions are refused",
+                        self.params.max_sessions
+                    );
+                }
+                return;
+            }
+            self.sessions.insert(
+                header.session,
+                Session {
+                    next_seq: 1,
+                    last_active: now,
+                    peer: PeerWindows::new(self.params.window_size),
+                    paths: [None; MAX_SESSION_PATHS],
+                },
+            );
+            self.counters.sessions_opened += 1;
+            self.events.push_back(SessionEvent::Opened(header.session));
+            debug!("new session {:016x} via {from}", header.session);
+        }
+        let Some(session) = self.sessions.get_mut(&header.session) else {
+            return;
+        };
+        match session.peer.accept(header.epoch, header.seq) {
+            Ok(slot) => {
+                if slot == EpochSlot::New && session.peer.has_previous() {
+                    self.counters.peer_restarts += 1;
+                }
+                session.last_active = now;
+                Self::remember_path(session, from, &self.paths);
+                let mut buf = self.pool.get();
+                buf.extend_from_slice(payload);
+                self.counters.local_tx_datagrams += 1;
+                self.counters.local_tx_bytes += payload.len() as u64;
+                self.out.push_back(Transmit {
+                    dest: Dest::Session(header.session),
+                    data: buf,
+                });
+            }
+            Err(r) => {
+                // A duplicate still shows the address is one of the session's paths.
+                if matches!(r, PeerReject::Window(Reject::Duplicate)) {
+                    Self::remember_path(session, from, &self.paths);
+                }
+                self.count_reject(r)
+            }
+        }
+    }
+
+    fn remember_path(
+        session: &mut Session,
+        from: SocketAddr,
+        paths: &HashMap<SocketAddr, BridgePath>,
+    ) {
+        if session.paths.contains(&Some(from)) {
+            return;
+        }
+        if let Some(slot) = session.paths.iter_mut().find(|p| p.is_none()) {
+            *slot = Some(from);
+            return;
+        }
+        // Full: replace the address heard from least recently (or one already forgotten).
+        let last = |a: &Option<SocketAddr>| a.and_then(|a| paths.get(&a)).map(|p| p.last_rx);
+        if let Some(slot) = session.paths.iter_mut().min_by_key(|a| last(a)) {
+            *slot = Some(from);
+        }
+    }
+
+    fn on_probe(&mut self, from: SocketAddr, header: &Header, payload: &[u8]) {
+        if header.session != CONTROL_SESSION {
+            self.counters.malformed += 1;
+            return;
+        }
+        let Ok(probe) = Probe::parse(payload) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let Some(p) = self.paths.get_mut(&from) else {
+            return;
+        };
+        if p.peer_probe_epoch != header.epoch {
+            p.peer_probe_epoch = header.epoch;
+            p.peer_probes_rx = 0;
+        }
+        p.peer_probes_rx += 1;
+        let ack = ProbeAck {
+            echo_seq: header.seq,
+            echo_token: probe.token,
+            probes_received: p.peer_probes_rx,
+        };
+        let h = Header {
+            ptype: PacketType::ProbeAck,
+            flags: 0,
+            session: CONTROL_SESSION,
+            epoch: self.epoch,
+            seq: self.next_control_seq(),
+        };
+        self.send_to_one(from, &h, &ack.to_bytes());
+    }
+
+    fn on_close(&mut self, header: &Header) {
+        let Some(session) = self.sessions.get_mut(&header.session) else {
+            // Copies of a CLOSE for a session already gone: nothing to do.
+            return;
+        };
+        match session.peer.accept(header.epoch, header.seq) {
+            Ok(_) => {
+                self.counters.close_received += 1;
+                self.counters.sessions_closed += 1;
+                self.sessions.remove(&header.session);
+                self.events.push_back(SessionEvent::Closed(header.session));
+                debug!("client closed session {:016x}", header.session);
+            }
+            Err(r) => self.count_reject(r),
+        }
+    }
+
+    /// A datagram from the target, for `session`.
+    pub fn handle_target(&mut self, now: Instant, session: u64, payload: &[u8]) {
+        self.counters.local_rx_datagrams += 1;
+        self.counters.local_rx_bytes += payload.len() as u64;
+        if payload.len() > MAX_DATAGRAM {
+            self.counters.oversized += 1;
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&session) else {
+            self.counters.unknown_session += 1;
+            return;
+        };
+        s.last_active = now;
+        let header = Header {
+            ptype: PacketType::Data,
+            flags: 0,
+            session,
+            epoch: self.epoch,
+            seq: s.next_seq,
+        };
+        s.next_seq += 1;
+        self.send_to_session(now, session, &header, payload);
+    }
+
+    fn send_to_session(&mut self, now: Instant, session: u64, header: &Header, payload: &[u8]) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let mut buf = self.pool.get();
+        packet::encode(&mut buf, header, payload);
+        let len = buf.len() as u64;
+        let fresh = self.path_fresh();
+        let mut set = AddrSet::default();
+        let mut fallback = AddrSet::default();
+        for addr in s.paths.iter().flatten() {
+            let Some(p) = self.paths.get(addr) else {
+                continue;
+            };
+            let within_budget = p.validated
+                || p.tx_bytes_unvalidated + len <= AMPLIFICATION_FACTOR * p.rx_bytes_total;
+            if !within_budget {
+                self.counters.amplification_drops += 1;
+                continue;
+            }
+            fallback.push(*addr);
+            if now.saturating_duration_since(p.last_rx) <= fresh {
+                set.push(*addr);
+            }
+        }
+        // If every path looks stale, try them all rather than none.
+        let set = if set.is_empty() { fallback } else { set };
+        if set.is_empty() {
+            self.pool.put(buf);
+            return;
+        }
+        for addr in set.as_slice() {
+            if let Some(p) = self.paths.get_mut(addr) {
+                if !p.validated {
+                    p.tx_bytes_unvalidated += len;
+                }
+                p.tx_packets += 1;
+                p.tx_bytes += len;
+            }
+        }
+        self.counters.net_tx_packets += set.len() as u64;
+        self.counters.net_tx_bytes += len * set.len() as u64;
+        self.out.push_back(Transmit {
+            dest: Dest::Addrs(set),
+            data: buf,
+        });
+    }
+
+    /// The driver could not open a target socket for a session: drop the session.
+    pub fn drop_session(&mut self, session: u64) {
+        if self.sessions.remove(&session).is_some() {
+            self.counters.sessions_closed += 1;
+            self.events.push_back(SessionEvent::Closed(session));
+        }
+    }
+
+    /// Timers: validation retries, idle sessions, forgotten addresses.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
+            let due: Vec<SocketAddr> = self
+                .paths
+                .iter()
+                .filter(|(_, p)| {
+                    !p.validated
+                        && now >= p.next_validation
+                        && now.saturating_duration_since(p.last_rx) < self.params.down_after
+                })
+                .map(|(a, _)| *a)
+                .collect();
+            for a in due {
+                self.maybe_validate(now, a);
+            }
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_INTERVAL;
+            let idle = self.params.idle_timeout;
+            let expired: Vec<u64> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| now.saturating_duration_since(s.last_active) >= idle)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in expired {
+                self.sessions.remove(&id);
+                self.counters.sessions_expired += 1;
+                self.events.push_back(SessionEvent::Closed(id));
+                debug!("session {id:016x} expired");
+            }
+            let forget = PATH_FORGET.max(idle);
+            self.paths
+                .retain(|_, p| now.saturating_duration_since(p.last_rx) < forget);
+        }
+    }
+
+    /// Clean shutdown: CLOSE every session so clients reset their view of us at once.
+    pub fn close(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            let h = Header {
+                ptype: PacketType::Close,
+                flags: 0,
+                session: id,
+                epoch: self.epoch,
+                seq: s.next_seq,
+            };
+            s.next_seq += 1;
+            self.send_to_session(now, id, &h, &[]);
+            self.sessions.remove(&id);
+            self.counters.sessions_closed += 1;
+            self.events.push_back(SessionEvent::Closed(id));
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_tick.min(self.next_sweep))
+    }
+
+    /// Next packet or delivery for the driver.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// Next session event for the driver.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// Gives a transmit's buffer back for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.pool.put(buf);
+    }
+
+    /// The driver could not send `n` packets.
+    pub fn count_send_errors(&mut self, n: u64) {
+        self.counters.send_errors += n;
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// A stats snapshot; paths are the bridge addresses heard from recently.
+    pub fn stats(&self, now: Instant) -> Stats {
+        let fresh = self.path_fresh();
+        let mut paths: Vec<PathStats> = self
+            .paths
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.last_rx) < Duration::from_secs(60))
+            .map(|(a, p)| {
+                let silent = now.saturating_duration_since(p.last_rx);
+                PathStats {
+                    name: a.to_string(),
+                    remote: a.to_string(),
+                    state: if silent <= fresh { "up" } else { "down" }.to_string(),
+                    tx_packets: p.tx_packets,
+                    tx_bytes: p.tx_bytes,
+                    rx_packets: p.rx_packets,
+                    rx_bytes: p.rx_bytes,
+                    last_rx_ms: Some(silent.as_millis() as u64),
+                    ..PathStats::default()
+                }
+            })
+            .collect();
+        paths.sort_by(|a, b| a.name.cmp(&b.name));
+        Stats {
+            role: "server".into(),
+            epoch: format!("{:016x}", self.epoch),
+            uptime_s: now.saturating_duration_since(self.start).as_secs_f64(),
+            mode: "-".into(),
+            sessions: self.sessions.len(),
+            totals: self.counters.clone(),
+            paths,
+        }
+    }
+}
