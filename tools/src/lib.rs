@@ -72,3 +72,129 @@ pub fn termination_flag() -> std::io::Result<Arc<AtomicBool>> {
 pub fn is_set(flag: &AtomicBool) -> bool {
     flag.load(Ordering::Relaxed)
 }
+
+/// Exit code for bad arguments or configuration.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for runtime failures (cannot bind, poll failure).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Refuses the original tool's encryption switch while this build has no encryption, rather
+/// than silently running in plaintext.
+pub fn check_encrypt_env(prog: &str) -> Result<(), String> {
+    for var in ["MPTUNNEL_ENCRYPT", "MPTUNNELENCRYPT"] {
+        if let Ok(v) = std::env::var(var) {
+            let v = v.trim();
+            if !v.is_empty() && v != "0" {
+                return Err(format!(
+                    "{prog}: {var}={v} asks for encryption, which this version of mptunnel does not provide; \
+                     unset {var} to run in plaintext"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a configured tunnel until SIGINT/SIGTERM, printing errors the way the tools do.
+pub fn run_tunnel(prog: &'static str, config: &mptunnel::Config) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let tunnel = match mptunnel::Tunnel::new(config) {
+        Ok(t) => t,
+        Err(mptunnel::Error::Config(e)) => {
+            eprintln!("{prog}: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => {
+            eprintln!("{prog}: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let handle = tunnel.handle();
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]);
+    match signals {
+        Ok(mut signals) => {
+            let h = handle.clone();
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    log::info!("signal {sig}: shutting down");
+                    h.stop();
+                }
+            });
+        }
+        Err(e) => log::warn!("cannot install signal handlers: {e}"),
+    }
+    match tunnel.run() {
+        Ok(()) => {
+            log::info!("{}", handle.stats().to_text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{prog}: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Options common to mpclient and mpserver, applied after the config file so they win.
+#[derive(clap::Args, Debug, Default)]
+pub struct CommonOpts {
+    /// Print a stats summary to stderr every SECS seconds (0 = never).
+    #[arg(long, value_name = "SECS")]
+    pub stats_interval: Option<String>,
+    /// Log level: error, warn (default), info, debug, trace or off.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Probe each path every MS milliseconds (default 250).
+    #[arg(long, value_name = "MS")]
+    pub probe_interval: Option<String>,
+    /// A path silent for MS milliseconds is down (default 1000).
+    #[arg(long, value_name = "MS")]
+    pub down_after: Option<String>,
+    /// Drop sessions idle for SECS seconds (default 120).
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<String>,
+    /// Most sessions held at once (default 1024).
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<String>,
+    /// Replay/duplicate window in packets, a multiple of 64 (default 8192).
+    #[arg(long, value_name = "PACKETS")]
+    pub window: Option<String>,
+}
+
+impl CommonOpts {
+    /// Applies the options that were given.
+    pub fn apply(&self, c: &mut mptunnel::Config) -> Result<(), mptunnel::ConfigError> {
+        let pairs = [
+            ("stats-interval", &self.stats_interval),
+            ("log-level", &self.log_level),
+            ("probe-interval", &self.probe_interval),
+            ("down-after", &self.down_after),
+            ("idle-timeout", &self.idle_timeout),
+            ("max-sessions", &self.max_sessions),
+            ("window", &self.window),
+        ];
+        for (k, v) in pairs {
+            if let Some(v) = v {
+                c.set(k, v).map_err(|e| mptunnel::ConfigError {
+                    location: String::new(),
+                    message: format!("--{k}: {}", e.message),
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts logging at the configured level (default warn: quiet).
+pub fn init_logging_from(prog: &'static str, c: &mptunnel::Config) {
+    let level = c
+        .log_level
+        .as_deref()
+        .map(parse_log_level)
+        .and_then(Result::ok)
+        .unwrap_or(log::LevelFilter::Warn);
+    init_logger(prog, level);
+}

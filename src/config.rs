@@ -1,0 +1,574 @@
+//! Configuration: plain data with validation, and the one parser behind the CLI, config files
+//! and key/value setters.
+//!
+//! Config file grammar: `#` starts a comment; blank lines are ignored; a *path line* is
+//! `HOST PORT [key=value ...]` (the original tool's format; IPv6 bare or in brackets); a
+//! *setting line* is `name = value` where `name` is a long option (`mode = redundant`).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::protocol::params::Params;
+use crate::protocol::scheduler::Mode;
+use crate::protocol::transmit::MAX_PATHS;
+
+/// Which endpoint a configuration is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// mpclient: local listen port, paths to bridges.
+    Client,
+    /// mpserver: listen port for bridges, one target.
+    Server,
+}
+
+/// A configuration error, with the file and line when it came from a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where: `file:line`, or empty.
+    pub location: String,
+    /// What is wrong, naming the bad value.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(message: impl Into<String>) -> Self {
+        ConfigError {
+            location: String::new(),
+            message: message.into(),
+        }
+    }
+
+    fn at(mut self, file: &str, line: usize) -> Self {
+        self.location = format!("{file}:{line}");
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.location.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.location, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One path (bridge) of a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathConfig {
+    /// Bridge host name or address.
+    pub host: String,
+    /// Bridge port.
+    pub port: u16,
+    /// Local address to send from (multi-homed hosts).
+    pub bind: Option<IpAddr>,
+    /// Local interface to send through (Linux `SO_BINDTODEVICE`).
+    pub dev: Option<String>,
+    /// Name for logs and stats.
+    pub name: Option<String>,
+    /// Relative weight (used by the `balance` mode in later versions; accepted and kept).
+    pub weight: u32,
+}
+
+impl PathConfig {
+    /// `HOST:PORT` for display.
+    pub fn remote(&self) -> String {
+        join_host_port(&self.host, self.port)
+    }
+
+    /// The name shown in stats: the configured one or `HOST:PORT`.
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.remote())
+    }
+}
+
+/// Complete endpoint configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Client or server.
+    pub role: Role,
+    /// Address to listen on (`HOST:PORT`; a bare port means all IPv4 addresses).
+    pub listen: Option<String>,
+    /// Server only: where sessions are forwarded (`HOST:PORT`).
+    pub target: Option<String>,
+    /// Client only: the paths.
+    pub paths: Vec<PathConfig>,
+    /// Client only: scheduling mode.
+    pub mode: Mode,
+    /// Protocol knobs.
+    pub params: Params,
+    /// Print stats every this often (None: never).
+    pub stats_interval: Option<Duration>,
+    /// Log level name, if set.
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Defaults for a role.
+    pub fn new(role: Role) -> Self {
+        Config {
+            role,
+            listen: None,
+            target: None,
+            paths: Vec::new(),
+            mode: Mode::default(),
+            params: Params::default(),
+            stats_interval: None,
+            log_level: None,
+        }
+    }
+
+    /// Sets one option by its long name (as on the command line, without `--`).
+    /// `path` appends a path (`HOST:PORT` or `HOST PORT [key=value ...]`).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let key = key.trim().trim_start_matches("--").replace('_', "-");
+        let value = value.trim();
+        match key.as_str() {
+            "listen" => self.listen = Some(normalize_listen(value)?),
+            "target" | "forward" => {
+                self.only(Role::Server, &key)?;
+                let (h, p) = split_host_port(value)?;
+                self.target = Some(join_host_port(&h, p));
+            }
+            "path" => {
+                self.only(Role::Client, &key)?;
+                let words: Vec<&str> = value.split_whitespace().collect();
+                let path = match words.as_slice() {
+                    [one] => {
+                        let (host, port) = split_host_port(one)?;
+                        PathConfig {
+                            host,
+                            port,
+                            bind: None,
+                            dev: None,
+                            name: None,
+                            weight: 1,
+                        }
+                    }
+                    _ => parse_path_words(&words)?,
+                };
+                self.add_path(path)?;
+            }
+            "mode" => {
+                self.only(Role::Client, &key)?;
+                self.mode = Mode::parse(value).map_err(ConfigError::new)?;
+            }
+            "probe-interval" => self.params.probe_interval = parse_ms(&key, value, 1, 60_000)?,
+            "down-after" => self.params.down_after = parse_ms(&key, value, 50, 600_000)?,
+            "idle-timeout" => self.params.idle_timeout = parse_secs(&key, value, 1.0, 86_400.0)?,
+            "max-sessions" => {
+                self.params.max_sessions = parse_int(&key, value, 1, 1_000_000)? as usize;
+            }
+            "window" => {
+                let w = parse_int(&key, value, 64, 1 << 20)? as usize;
+                if w % 64 != 0 {
+                    return Err(ConfigError::new(format!(
+                        "window '{value}' must be a multiple of 64"
+                    )));
+                }
+                self.params.window_size = w;
+            }
+            "stats-interval" => {
+                let d = parse_secs(&key, value, 0.0, 86_400.0)?;
+                self.stats_interval = (!d.is_zero()).then_some(d);
+            }
+            "log-level" => {
+                let v = value.to_ascii_lowercase();
+                if !["off", "error", "warn", "info", "debug", "trace"].contains(&v.as_str()) {
+                    return Err(ConfigError::new(format!(
+                        "unknown log-level '{value}' (expected error, warn, info, debug, trace or off)"
+                    )));
+                }
+                self.log_level = Some(v);
+            }
+            "key" | "key-file" => {
+                return Err(ConfigError::new(format!(
+                    "option '{key}': encryption is not available in this version"
+                )))
+            }
+            _ => return Err(ConfigError::new(format!("unknown option '{key}'"))),
+        }
+        Ok(())
+    }
+
+    fn only(&self, role: Role, key: &str) -> Result<(), ConfigError> {
+        if self.role == role {
+            Ok(())
+        } else {
+            let who = match role {
+                Role::Client => "the client",
+                Role::Server => "the server",
+            };
+            Err(ConfigError::new(format!(
+                "option '{key}' applies only to {who}"
+            )))
+        }
+    }
+
+    fn add_path(&mut self, path: PathConfig) -> Result<(), ConfigError> {
+        if self.paths.len() >= MAX_PATHS {
+            return Err(ConfigError::new(format!(
+                "too many paths (at most {MAX_PATHS})"
+            )));
+        }
+        self.paths.push(path);
+        Ok(())
+    }
+
+    /// Reads a config file (see the module docs for the grammar).
+    pub fn load_file(&mut self, path: impl AsRef<Path>) -> Result<(), ConfigError> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(format!("cannot read config file '{name}': {e}")))?;
+        self.load_str(&text, &name)
+    }
+
+    /// Parses config text; `name` is used in error locations.
+    pub fn load_str(&mut self, text: &str, name: &str) -> Result<(), ConfigError> {
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let result = if words.get(1) == Some(&"=") || (words.len() == 1 && line.contains('=')) {
+                // `name = value` (the value may contain spaces, e.g. a path line).
+                let (k, v) = line.split_once('=').unwrap_or((line, ""));
+                if v.trim().is_empty() {
+                    Err(ConfigError::new(format!(
+                        "setting '{}' has no value",
+                        k.trim()
+                    )))
+                } else {
+                    self.set(k, v)
+                }
+            } else if self.role == Role::Client {
+                parse_path_words(&words).and_then(|p| self.add_path(p))
+            } else {
+                Err(ConfigError::new(format!(
+                    "expected 'name = value', found '{line}' (path lines belong in a client config)"
+                )))
+            };
+            result.map_err(|e| e.at(name, i + 1))?;
+        }
+        Ok(())
+    }
+
+    /// Checks that everything needed is there and consistent.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_none() {
+            return Err(ConfigError::new(
+                "no listen address given (LISTEN_PORT or --listen HOST:PORT)",
+            ));
+        }
+        match self.role {
+            Role::Client => {
+                if self.paths.is_empty() {
+                    return Err(ConfigError::new(
+                        "no paths configured (give a config file with 'HOST PORT' lines, or --path HOST:PORT)",
+                    ));
+                }
+            }
+            Role::Server => {
+                if self.target.is_none() {
+                    return Err(ConfigError::new(
+                        "no target given (TARGET_HOST TARGET_PORT or --target HOST:PORT)",
+                    ));
+                }
+            }
+        }
+        if self.params.down_after <= self.params.probe_interval {
+            return Err(ConfigError::new(format!(
+                "down-after ({} ms) must be longer than probe-interval ({} ms)",
+                self.params.down_after.as_millis(),
+                self.params.probe_interval.as_millis()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn parse_path_words(words: &[&str]) -> Result<PathConfig, ConfigError> {
+    let (host, port, rest) = match words {
+        [] => return Err(ConfigError::new("empty path")),
+        [one, rest @ ..]
+            if one.contains("]:") || (!one.starts_with('[') && one.matches(':').count() == 1) =>
+        {
+            // `HOST:PORT [key=value ...]`
+            let (h, p) = split_host_port(one)?;
+            (h, p, rest)
+        }
+        [_] => {
+            return Err(ConfigError::new(format!(
+                "path '{}' has no port (expected 'HOST PORT')",
+                words[0]
+            )))
+        }
+        [host, port, rest @ ..] => {
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            check_host(&host)?;
+            (host, parse_port(port)?, rest)
+        }
+    };
+    let mut path = PathConfig {
+        host,
+        port,
+        bind: None,
+        dev: None,
+        name: None,
+        weight: 1,
+    };
+    for kv in rest {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(ConfigError::new(format!(
+                "unexpected '{kv}' after the port (expected key=value)"
+            )));
+        };
+        match k {
+            "bind" => {
+                let ip = v.trim_start_matches('[').trim_end_matches(']');
+                path.bind = Some(ip.parse().map_err(|_| {
+                    ConfigError::new(format!("bind address '{v}' is not an IP address"))
+                })?);
+            }
+            "dev" => {
+                if v.is_empty() || v.len() > 15 {
+                    return Err(ConfigError::new(format!("interface name '{v}' is invalid")));
+                }
+                path.dev = Some(v.to_string());
+            }
+            "name" => path.name = Some(v.to_string()),
+            "weight" => path.weight = parse_int("weight", v, 1, 1_000_000)? as u32,
+            _ => {
+                return Err(ConfigError::new(format!(
+                    "unknown path option '{k}' (known: bind, dev, name, weight)"
+                )))
+            }
+        }
+    }
+    Ok(path)
+}
+
+fn check_host(host: &str) -> Result<(), ConfigError> {
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c == '/' || c == '[' || c == ']')
+    {
+        return Err(ConfigError::new(format!(
+            "host '{host}' is not a valid host name or address"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses a port number (1-65535), naming the bad value.
+pub fn parse_port(s: &str) -> Result<u16, ConfigError> {
+    match s.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        Ok(_) => Err(ConfigError::new(format!(
+            "port '{s}' is out of range (1-65535)"
+        ))),
+        Err(_) => Err(ConfigError::new(format!("port '{s}' is not a number"))),
+    }
+}
+
+/// Splits `HOST:PORT` (`[v6]:PORT` for IPv6).
+pub fn split_host_port(s: &str) -> Result<(String, u16), ConfigError> {
+    let bad = || {
+        ConfigError::new(format!(
+            "address '{s}' is not HOST:PORT (use [addr]:PORT for IPv6)"
+        ))
+    };
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
+        (h, p)
+    } else {
+        let (h, p) = s.rsplit_once(':').ok_or_else(bad)?;
+        if h.contains(':') {
+            return Err(bad());
+        }
+        (h, p)
+    };
+    check_host(host)?;
+    Ok((host.to_string(), parse_port(port)?))
+}
+
+/// `HOST:PORT`, bracketing IPv6 literals.
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A listen address: `PORT` means all IPv4 addresses, as the original tool does.
+pub fn normalize_listen(s: &str) -> Result<String, ConfigError> {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        return Ok(format!("0.0.0.0:{}", parse_port(s)?));
+    }
+    let (h, p) = split_host_port(s)?;
+    Ok(join_host_port(&h, p))
+}
+
+/// Resolves `HOST:PORT`, preferring IPv4 when a name has both (e.g. `localhost`), since the
+/// services and bridges it points at are most often IPv4-only.
+pub fn resolve(addr: &str) -> Result<SocketAddr, ConfigError> {
+    let (host, port) = split_host_port(addr)?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let addrs: Vec<SocketAddr> = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| ConfigError::new(format!("cannot resolve host '{host}': {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| ConfigError::new(format!("host '{host}' has no addresses")))
+}
+
+fn parse_int(key: &str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let n: u64 = v
+        .parse()
+        .map_err(|_| ConfigError::new(format!("{key} '{v}' is not a whole number")))?;
+    if n < min || n > max {
+        return Err(ConfigError::new(format!(
+            "{key} '{v}' is out of range ({min}-{max})"
+        )));
+    }
+    Ok(n)
+}
+
+fn parse_ms(key: &str, v: &str, min: u64, max: u64) -> Result<Duration, ConfigError> {
+    let v2 = v.strip_suffix("ms").unwrap_or(v);
+    Ok(Duration::from_millis(parse_int(
+        &format!("{key} (ms)"),
+        v2,
+        min,
+        max,
+    )?))
+}
+
+fn parse_secs(key: &str, v: &str, min: f64, max: f64) -> Result<Duration, ConfigError> {
+    let v2 = v.strip_suffix('s').unwrap_or(v);
+    let x: f64 = v2
+        .parse()
+        .map_err(|_| ConfigError::new(format!("{key} '{v}' is not a number of seconds")))?;
+    if !x.is_finite() || x < min || x > max {
+        return Err(ConfigError::new(format!(
+            "{key} '{v}' is out of range ({min}-{max} s)"
+        )));
+    }
+    Ok(Duration::from_secs_f64(x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_config_format() {
+        let mut c = Config::new(Role::Client);
+        c.load_str("# bridges\nlocalhost 4001\n\n127.0.0.1 4002   # second\n::1 4003\n[::1] 4004 name=v6 bind=::1\n", "client.conf")
+            .unwrap();
+        assert_eq!(c.paths.len(), 4);
+        assert_eq!(c.paths[0].remote(), "localhost:4001");
+        assert_eq!(c.paths[2].remote(), "[::1]:4003");
+        assert_eq!(c.paths[3].name.as_deref(), Some("v6"));
+        assert_eq!(c.paths[3].bind, Some("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn settings_lines_and_errors_name_file_and_line() {
+        let mut c = Config::new(Role::Client);
+        c.load_str(
+            "listen = 127.0.0.1:4000\nmode = redundant\nlocalhost 4001\n",
+            "a.conf",
+        )
+        .unwrap();
+        assert_eq!(c.listen.as_deref(), Some("127.0.0.1:4000"));
+        let e = Config::new(Role::Client)
+            .load_str("localhost 4001\nlocalhost 99999\n", "b.conf")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "b.conf:2: port '99999' is out of range (1-65535)"
+        );
+        let e = Config::new(Role::Client)
+            .load_str("\n\nlocalhost\n", "c.conf")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("c.conf:3: path 'localhost' has no port"),
+            "{e}"
+        );
+        let e = Config::new(Role::Client)
+            .load_str("bogus = 1\n", "d.conf")
+            .unwrap_err();
+        assert_eq!(e.to_string(), "d.conf:1: unknown option 'bogus'");
+        let e = Config::new(Role::Client)
+            .load_str("h 1 color=red\n", "e.conf")
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown path option 'color'"));
+        let e = Config::new(Role::Client)
+            .load_str("h abc\n", "f.conf")
+            .unwrap_err();
+        assert_eq!(e.to_string(), "f.conf:1: port 'abc' is not a number");
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(normalize_listen("4000").unwrap(), "0.0.0.0:4000");
+        assert_eq!(normalize_listen("[::1]:4000").unwrap(), "[::1]:4000");
+        assert!(normalize_listen("0").is_err());
+        assert!(split_host_port("::1:4000").is_err());
+        assert!(split_host_port("host").is_err());
+        assert_eq!(
+            split_host_port("[fe80::1]:9").unwrap(),
+            ("fe80::1".to_string(), 9)
+        );
+        assert_eq!(
+            resolve("127.0.0.1:5").unwrap(),
+            "127.0.0.1:5".parse().unwrap()
+        );
+        assert!(resolve("localhost:5").unwrap().is_ipv4());
+    }
+
+    #[test]
+    fn set_checks_role_and_values() {
+        let mut s = Config::new(Role::Server);
+        s.set("target", "localhost:6666").unwrap();
+        assert!(s
+            .set("path", "a:1")
+            .unwrap_err()
+            .to_string()
+            .contains("only to the client"));
+        assert!(s.set("max-sessions", "0").is_err());
+        assert!(s
+            .set("window", "100")
+            .unwrap_err()
+            .to_string()
+            .contains("multiple of 64"));
+        assert!(s.set("idle-timeout", "nan").is_err());
+        s.set("listen", "2000").unwrap();
+        s.validate().unwrap();
+        let mut c = Config::new(Role::Client);
+        c.set("listen", "4000").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("no paths"));
+        c.set("path", "localhost 4001 name=a").unwrap();
+        c.validate().unwrap();
+    }
+}

@@ -1,0 +1,238 @@
+//! mio loop around the client endpoint: one listen socket for local apps, one connected
+//! socket per path shared by all sessions (a socat bridge serves a single peer address).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::{Events, Interest, Poll, Token};
+
+use super::net::{bind_udp, is_transient, unspecified_for};
+use super::{io_err, timeout_until, Error, RateLimit, Shared, DRAIN_BUDGET, STATS_EVERY};
+use crate::config::{resolve, Config};
+use crate::protocol::client::{Client, PathSpec};
+use crate::protocol::stats::Stats;
+use crate::protocol::transmit::Dest;
+
+const LISTEN: Token = Token(0);
+const PATH_BASE: usize = 1;
+
+pub(super) struct ClientDriver {
+    poll: Poll,
+    listen: mio::net::UdpSocket,
+    local_addr: SocketAddr,
+    paths: Vec<mio::net::UdpSocket>,
+    endpoint: Client,
+    buf: Vec<u8>,
+    send_err_log: RateLimit,
+    stats_interval: Option<Duration>,
+}
+
+impl ClientDriver {
+    pub(super) fn new(config: &Config, poll: Poll, seed: u64, now: Instant) -> Result<Self, Error> {
+        let listen_s = config.listen.as_deref().unwrap_or("0.0.0.0:0");
+        let listen_addr = resolve(listen_s)?;
+        let mut listen = bind_udp(listen_addr, None, None)
+            .map_err(io_err(format!("cannot listen on {listen_addr}")))?;
+        let local_addr = listen
+            .local_addr()
+            .map_err(io_err("cannot read listen address"))?;
+        poll.registry()
+            .register(&mut listen, LISTEN, Interest::READABLE)
+            .map_err(io_err("cannot register"))?;
+        let mut paths = Vec::new();
+        let mut specs = Vec::new();
+        for (i, p) in config.paths.iter().enumerate() {
+            let remote = resolve(&p.remote())?;
+            let local = SocketAddr::new(p.bind.unwrap_or_else(|| unspecified_for(&remote)), 0);
+            let mut sock = bind_udp(local, p.dev.as_deref(), None).map_err(io_err(format!(
+                "cannot open a socket for path {}",
+                p.display_name()
+            )))?;
+            sock.connect(remote)
+                .map_err(io_err(format!("cannot connect path socket to {remote}")))?;
+            poll.registry()
+                .register(&mut sock, Token(PATH_BASE + i), Interest::READABLE)
+                .map_err(io_err("cannot register"))?;
+            info!("path {} -> {remote}", p.display_name());
+            paths.push(sock);
+            specs.push(PathSpec {
+                name: p.display_name(),
+                remote: remote.to_string(),
+            });
+        }
+        let endpoint = Client::new(config.params.clone(), config.mode, specs, seed, now);
+        info!(
+            "mpclient listening on {local_addr} with {} paths, epoch {:016x}",
+            paths.len(),
+            endpoint.epoch()
+        );
+        Ok(ClientDriver {
+            poll,
+            listen,
+            local_addr,
+            paths,
+            endpoint,
+            buf: vec![0u8; 65_536],
+            send_err_log: RateLimit::default(),
+            stats_interval: config.stats_interval,
+        })
+    }
+
+    pub(super) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub(super) fn stats(&self, now: Instant) -> Stats {
+        self.endpoint.stats(now)
+    }
+
+    pub(super) fn run(mut self, shared: &Shared) -> Result<(), Error> {
+        let mut events = Events::with_capacity(256);
+        // Sockets whose drain hit the budget: serviced again without waiting for readiness.
+        let mut again: VecDeque<Token> = VecDeque::new();
+        let mut next_stats = Instant::now();
+        let mut next_print = self.stats_interval.map(|d| Instant::now() + d);
+        while !shared.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let now = Instant::now();
+            let deadline = [self.endpoint.poll_timeout(), Some(next_stats), next_print]
+                .into_iter()
+                .flatten()
+                .min();
+            let timeout = if again.is_empty() {
+                timeout_until(deadline, now)
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Io("poll failed".into(), e)),
+            }
+            for ev in events.iter() {
+                if ev.token() != super::WAKER && !again.contains(&ev.token()) {
+                    again.push_back(ev.token());
+                }
+            }
+            for _ in 0..again.len() {
+                let Some(token) = again.pop_front() else {
+                    break;
+                };
+                let more = if token == LISTEN {
+                    self.drain_listen()
+                } else {
+                    self.drain_path(token.0 - PATH_BASE)
+                };
+                if more {
+                    again.push_back(token);
+                }
+            }
+            let now = Instant::now();
+            if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                self.endpoint.handle_timeout(now);
+                self.flush();
+            }
+            if now >= next_stats {
+                next_stats = now + STATS_EVERY;
+                *shared.stats.lock() = self.endpoint.stats(now);
+            }
+            if let (Some(t), Some(every)) = (next_print, self.stats_interval) {
+                if now >= t {
+                    next_print = Some(now + every);
+                    eprintln!("{}", self.endpoint.stats(now).to_text());
+                }
+            }
+        }
+        info!(
+            "stopping: closing {} sessions",
+            self.endpoint.session_count()
+        );
+        self.endpoint.close();
+        self.flush();
+        *shared.stats.lock() = self.endpoint.stats(Instant::now());
+        Ok(())
+    }
+
+    /// Reads app datagrams; returns true if the budget ran out before the socket was empty.
+    fn drain_listen(&mut self) -> bool {
+        for _ in 0..DRAIN_BUDGET {
+            match self.listen.recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    self.endpoint
+                        .handle_local(Instant::now(), from, &self.buf[..n]);
+                    self.flush();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => {
+                    warn!("listen socket: {e}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn drain_path(&mut self, i: usize) -> bool {
+        if i >= self.paths.len() {
+            return false;
+        }
+        for _ in 0..DRAIN_BUDGET {
+            match self.paths[i].recv(&mut self.buf) {
+                Ok(n) => {
+                    self.endpoint
+                        .handle_datagram(Instant::now(), i, &self.buf[..n]);
+                    self.flush();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                // ICMP errors (bridge not running) surface here on connected sockets.
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => {
+                    warn!("path socket {i}: {e}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn flush(&mut self) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            let mut errors = 0u64;
+            let mut last_err = None;
+            match t.dest {
+                Dest::Paths(mask) => {
+                    for (i, sock) in self.paths.iter().enumerate() {
+                        if mask & (1 << i) != 0 {
+                            if let Err(e) = sock.send(&t.data) {
+                                errors += 1;
+                                last_err = Some((i, e));
+                            }
+                        }
+                    }
+                }
+                Dest::Local(app) => {
+                    if let Err(e) = self.listen.send_to(&t.data, app) {
+                        errors += 1;
+                        debug!("cannot deliver to {app}: {e}");
+                    }
+                }
+                Dest::Addrs(_) | Dest::Session(_) => {}
+            }
+            if errors > 0 {
+                self.endpoint.count_send_errors(errors);
+                if let Some((i, e)) = last_err {
+                    if self
+                        .send_err_log
+                        .ready(Instant::now(), Duration::from_secs(10))
+                    {
+                        debug!("send on path {i} failed: {e} (counted; further errors are not logged for 10 s)");
+                    }
+                }
+            }
+            self.endpoint.recycle(t.data);
+        }
+    }
+}

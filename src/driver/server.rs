@@ -1,0 +1,290 @@
+//! mio loop around the server endpoint: one socket for bridges, one connected socket per
+//! session towards the target (so the target sees one source port per client flow).
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::{Events, Interest, Poll, Token};
+
+use super::net::{bind_udp, is_transient, raise_nofile_limit, unspecified_for};
+use super::{io_err, timeout_until, Error, RateLimit, Shared, DRAIN_BUDGET, STATS_EVERY};
+use crate::config::{resolve, Config};
+use crate::protocol::server::{Server, SessionEvent};
+use crate::protocol::stats::Stats;
+use crate::protocol::transmit::Dest;
+
+const LISTEN: Token = Token(0);
+const SESSION_BASE: usize = 1;
+/// File descriptors kept free for everything that is not a session socket.
+const FD_RESERVE: u64 = 64;
+/// Session sockets carry one flow each: smaller buffers than the shared sockets.
+const SESSION_BUFFER: usize = 1 << 20;
+
+pub(super) struct ServerDriver {
+    poll: Poll,
+    listen: mio::net::UdpSocket,
+    local_addr: SocketAddr,
+    target: SocketAddr,
+    slots: Vec<Option<(u64, mio::net::UdpSocket)>>,
+    free: Vec<usize>,
+    by_id: HashMap<u64, usize>,
+    endpoint: Server,
+    buf: Vec<u8>,
+    open_err_log: RateLimit,
+    stats_interval: Option<Duration>,
+}
+
+impl ServerDriver {
+    pub(super) fn new(config: &Config, poll: Poll, seed: u64, now: Instant) -> Result<Self, Error> {
+        let listen_s = config.listen.as_deref().unwrap_or("0.0.0.0:0");
+        let listen_addr = resolve(listen_s)?;
+        let target_s = config.target.as_deref().unwrap_or("");
+        let target = resolve(target_s)?;
+        let mut listen = bind_udp(listen_addr, None, None)
+            .map_err(io_err(format!("cannot listen on {listen_addr}")))?;
+        let local_addr = listen
+            .local_addr()
+            .map_err(io_err("cannot read listen address"))?;
+        poll.registry()
+            .register(&mut listen, LISTEN, Interest::READABLE)
+            .map_err(io_err("cannot register"))?;
+        let mut params = config.params.clone();
+        let nofile = raise_nofile_limit();
+        let allowed = nofile.saturating_sub(FD_RESERVE).max(1) as usize;
+        if params.max_sessions > allowed {
+            warn!(
+                "max-sessions {} is above what the open-file limit ({nofile}) allows; using {allowed}",
+                params.max_sessions
+            );
+            params.max_sessions = allowed;
+        }
+        let endpoint = Server::new(params, seed, now);
+        info!(
+            "mpserver listening on {local_addr}, forwarding to {target}, epoch {:016x}",
+            endpoint.epoch()
+        );
+        Ok(ServerDriver {
+            poll,
+            listen,
+            local_addr,
+            target,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            endpoint,
+            buf: vec![0u8; 65_536],
+            open_err_log: RateLimit::default(),
+            stats_interval: config.stats_interval,
+        })
+    }
+
+    pub(super) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub(super) fn stats(&self, now: Instant) -> Stats {
+        self.endpoint.stats(now)
+    }
+
+    pub(super) fn run(mut self, shared: &Shared) -> Result<(), Error> {
+        let mut events = Events::with_capacity(256);
+        let mut again: VecDeque<Token> = VecDeque::new();
+        let mut next_stats = Instant::now();
+        let mut next_print = self.stats_interval.map(|d| Instant::now() + d);
+        while !shared.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let now = Instant::now();
+            let deadline = [self.endpoint.poll_timeout(), Some(next_stats), next_print]
+                .into_iter()
+                .flatten()
+                .min();
+            let timeout = if again.is_empty() {
+                timeout_until(deadline, now)
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Io("poll failed".into(), e)),
+            }
+            for ev in events.iter() {
+                if ev.token() != super::WAKER && !again.contains(&ev.token()) {
+                    again.push_back(ev.token());
+                }
+            }
+            for _ in 0..again.len() {
+                let Some(token) = again.pop_front() else {
+                    break;
+                };
+                let more = if token == LISTEN {
+                    self.drain_listen()
+                } else {
+                    self.drain_session(token.0 - SESSION_BASE)
+                };
+                if more {
+                    again.push_back(token);
+                }
+            }
+            let now = Instant::now();
+            if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                self.endpoint.handle_timeout(now);
+                self.flush();
+            }
+            if now >= next_stats {
+                next_stats = now + STATS_EVERY;
+                *shared.stats.lock() = self.endpoint.stats(now);
+            }
+            if let (Some(t), Some(every)) = (next_print, self.stats_interval) {
+                if now >= t {
+                    next_print = Some(now + every);
+                    eprintln!("{}", self.endpoint.stats(now).to_text());
+                }
+            }
+        }
+        info!(
+            "stopping: closing {} sessions",
+            self.endpoint.session_count()
+        );
+        self.endpoint.close(Instant::now());
+        self.flush();
+        *shared.stats.lock() = self.endpoint.stats(Instant::now());
+        Ok(())
+    }
+
+    fn drain_listen(&mut self) -> bool {
+        for _ in 0..DRAIN_BUDGET {
+            match self.listen.recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    self.endpoint
+                        .handle_datagram(Instant::now(), from, &self.buf[..n]);
+                    self.flush();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => {
+                    warn!("listen socket: {e}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn drain_session(&mut self, slot: usize) -> bool {
+        for _ in 0..DRAIN_BUDGET {
+            let Some(Some((id, sock))) = self.slots.get(slot) else {
+                return false;
+            };
+            let id = *id;
+            match sock.recv(&mut self.buf) {
+                Ok(n) => {
+                    self.endpoint
+                        .handle_target(Instant::now(), id, &self.buf[..n]);
+                    self.flush();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                // The target is down (ICMP port unreachable): keep the session, count nothing
+                // here; sends to it are counted as send errors.
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => {
+                    warn!("session socket: {e}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn open_session(&mut self, id: u64) -> io::Result<()> {
+        let local = SocketAddr::new(unspecified_for(&self.target), 0);
+        let mut sock = bind_udp(local, None, Some(SESSION_BUFFER))?;
+        sock.connect(self.target)?;
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.poll
+            .registry()
+            .register(&mut sock, Token(SESSION_BASE + slot), Interest::READABLE)?;
+        self.slots[slot] = Some((id, sock));
+        self.by_id.insert(id, slot);
+        Ok(())
+    }
+
+    fn close_session(&mut self, id: u64) {
+        if let Some(slot) = self.by_id.remove(&id) {
+            if let Some((_, mut sock)) = self.slots[slot].take() {
+                let _ = self.poll.registry().deregister(&mut sock);
+            }
+            self.free.push(slot);
+        }
+    }
+
+    fn flush(&mut self) {
+        // Events first: a new session's socket must exist before its first datagram.
+        while let Some(ev) = self.endpoint.poll_event() {
+            match ev {
+                SessionEvent::Opened(id) => {
+                    if let Err(e) = self.open_session(id) {
+                        if self
+                            .open_err_log
+                            .ready(Instant::now(), Duration::from_secs(10))
+                        {
+                            warn!(
+                                "cannot open a socket to {} for a new session: {e}",
+                                self.target
+                            );
+                        }
+                        self.endpoint.drop_session(id);
+                    }
+                }
+                SessionEvent::Closed(id) => self.close_session(id),
+            }
+        }
+        while let Some(ev) = self.endpoint.poll_event() {
+            if let SessionEvent::Closed(id) = ev {
+                self.close_session(id);
+            }
+        }
+        while let Some(t) = self.endpoint.poll_transmit() {
+            let mut errors = 0u64;
+            match t.dest {
+                Dest::Addrs(set) => {
+                    for addr in set.as_slice() {
+                        if let Err(e) = self.listen.send_to(&t.data, *addr) {
+                            errors += 1;
+                            debug!("send to bridge {addr} failed: {e}");
+                        }
+                    }
+                }
+                Dest::Session(id) => {
+                    let sock = self
+                        .by_id
+                        .get(&id)
+                        .and_then(|&s| self.slots[s].as_ref())
+                        .map(|(_, s)| s);
+                    match sock {
+                        Some(sock) => {
+                            if let Err(e) = sock.send(&t.data) {
+                                errors += 1;
+                                debug!("send to target {} failed: {e}", self.target);
+                            }
+                        }
+                        None => errors += 1,
+                    }
+                }
+                Dest::Paths(_) | Dest::Local(_) => {}
+            }
+            if errors > 0 {
+                self.endpoint.count_send_errors(errors);
+            }
+            self.endpoint.recycle(t.data);
+        }
+    }
+}
