@@ -260,6 +260,19 @@ impl Config {
         Ok(())
     }
 
+    /// Like [`validate`](Self::validate), for an in-process socket or listener: a client
+    /// needs no listen address and a server no target.
+    pub fn validate_inproc(&self) -> Result<(), ConfigError> {
+        let mut c = self.clone();
+        if c.role == Role::Client && c.listen.is_none() {
+            c.listen = Some("0.0.0.0:0".into());
+        }
+        if c.role == Role::Server && c.target.is_none() {
+            c.target = Some("127.0.0.1:9".into());
+        }
+        c.validate()
+    }
+
     /// Checks that everything needed is there and consistent.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.is_none() {
@@ -384,6 +397,10 @@ pub fn parse_port(s: &str) -> Result<u16, ConfigError> {
 
 /// Splits `HOST:PORT` (`[v6]:PORT` for IPv6).
 pub fn split_host_port(s: &str) -> Result<(String, u16), ConfigError> {
+    split_host_port_inner(s, false)
+}
+
+fn split_host_port_inner(s: &str, allow_zero: bool) -> Result<(String, u16), ConfigError> {
     let bad = || {
         ConfigError::new(format!(
             "address '{s}' is not HOST:PORT (use [addr]:PORT for IPv6)"
@@ -400,6 +417,9 @@ pub fn split_host_port(s: &str) -> Result<(String, u16), ConfigError> {
         (h, p)
     };
     check_host(host)?;
+    if allow_zero && port == "0" {
+        return Ok((host.to_string(), 0));
+    }
     Ok((host.to_string(), parse_port(port)?))
 }
 
@@ -412,10 +432,16 @@ pub fn join_host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// A listen address: `PORT` means all IPv4 addresses, as the original tool does.
+/// A listen address: `PORT` means all IPv4 addresses, as the original tool does. Port 0
+/// (any free port) is allowed here, for programs that read the bound address back.
 pub fn normalize_listen(s: &str) -> Result<String, ConfigError> {
+    let any_port = |p: &str| if p == "0" { Ok(0) } else { parse_port(p) };
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-        return Ok(format!("0.0.0.0:{}", parse_port(s)?));
+        return Ok(format!("0.0.0.0:{}", any_port(s)?));
+    }
+    if let Some(h) = s.strip_suffix(":0") {
+        let (h, _) = split_host_port(&format!("{h}:1"))?;
+        return Ok(join_host_port(&h, 0));
     }
     let (h, p) = split_host_port(s)?;
     Ok(join_host_port(&h, p))
@@ -424,7 +450,7 @@ pub fn normalize_listen(s: &str) -> Result<String, ConfigError> {
 /// Resolves `HOST:PORT`, preferring IPv4 when a name has both (e.g. `localhost`), since the
 /// services and bridges it points at are most often IPv4-only.
 pub fn resolve(addr: &str) -> Result<SocketAddr, ConfigError> {
-    let (host, port) = split_host_port(addr)?;
+    let (host, port) = split_host_port_inner(addr, true)?;
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
@@ -533,7 +559,9 @@ mod tests {
     fn addresses() {
         assert_eq!(normalize_listen("4000").unwrap(), "0.0.0.0:4000");
         assert_eq!(normalize_listen("[::1]:4000").unwrap(), "[::1]:4000");
-        assert!(normalize_listen("0").is_err());
+        assert_eq!(normalize_listen("0").unwrap(), "0.0.0.0:0");
+        assert_eq!(normalize_listen("[::1]:0").unwrap(), "[::1]:0");
+        assert!(normalize_listen("70000").is_err());
         assert!(split_host_port("::1:4000").is_err());
         assert!(split_host_port("host").is_err());
         assert_eq!(

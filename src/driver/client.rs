@@ -4,11 +4,13 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::{Events, Interest, Poll, Token};
 
+use super::inproc::Inproc;
 use super::net::{bind_udp, is_transient, unspecified_for};
 use super::{io_err, timeout_until, Error, RateLimit, Shared, DRAIN_BUDGET, STATS_EVERY};
 use crate::config::{resolve, Config};
@@ -18,10 +20,17 @@ use crate::protocol::transmit::Dest;
 
 const LISTEN: Token = Token(0);
 const PATH_BASE: usize = 1;
+/// The one "application address" of an in-process socket.
+const INPROC_APP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    0,
+));
 
 pub(super) struct ClientDriver {
     poll: Poll,
-    listen: mio::net::UdpSocket,
+    /// Local apps' socket; None for an in-process socket.
+    listen: Option<mio::net::UdpSocket>,
+    inproc: Option<Arc<Inproc>>,
     local_addr: SocketAddr,
     paths: Vec<mio::net::UdpSocket>,
     endpoint: Client,
@@ -31,17 +40,28 @@ pub(super) struct ClientDriver {
 }
 
 impl ClientDriver {
-    pub(super) fn new(config: &Config, poll: Poll, seed: u64, now: Instant) -> Result<Self, Error> {
-        let listen_s = config.listen.as_deref().unwrap_or("0.0.0.0:0");
-        let listen_addr = resolve(listen_s)?;
-        let mut listen = bind_udp(listen_addr, None, None)
-            .map_err(io_err(format!("cannot listen on {listen_addr}")))?;
-        let local_addr = listen
-            .local_addr()
-            .map_err(io_err("cannot read listen address"))?;
-        poll.registry()
-            .register(&mut listen, LISTEN, Interest::READABLE)
-            .map_err(io_err("cannot register"))?;
+    pub(super) fn new(
+        config: &Config,
+        poll: Poll,
+        seed: u64,
+        now: Instant,
+        inproc: Option<Arc<Inproc>>,
+    ) -> Result<Self, Error> {
+        let (listen, local_addr) = if inproc.is_some() {
+            (None, SocketAddr::from(([0, 0, 0, 0], 0)))
+        } else {
+            let listen_s = config.listen.as_deref().unwrap_or("0.0.0.0:0");
+            let listen_addr = resolve(listen_s)?;
+            let mut listen = bind_udp(listen_addr, None, None)
+                .map_err(io_err(format!("cannot listen on {listen_addr}")))?;
+            let local_addr = listen
+                .local_addr()
+                .map_err(io_err("cannot read listen address"))?;
+            poll.registry()
+                .register(&mut listen, LISTEN, Interest::READABLE)
+                .map_err(io_err("cannot register"))?;
+            (Some(listen), local_addr)
+        };
         let mut paths = Vec::new();
         let mut specs = Vec::new();
         for (i, p) in config.paths.iter().enumerate() {
@@ -72,6 +92,7 @@ impl ClientDriver {
         Ok(ClientDriver {
             poll,
             listen,
+            inproc,
             local_addr,
             paths,
             endpoint,
@@ -129,14 +150,15 @@ impl ClientDriver {
                     again.push_back(token);
                 }
             }
+            self.drain_inproc();
             let now = Instant::now();
             if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
                 self.endpoint.handle_timeout(now);
                 self.flush();
             }
-            if now >= next_stats {
+            if now >= next_stats || shared.stats_requested() {
                 next_stats = now + STATS_EVERY;
-                *shared.stats.lock() = self.endpoint.stats(now);
+                shared.publish(self.endpoint.stats(now));
             }
             if let (Some(t), Some(every)) = (next_print, self.stats_interval) {
                 if now >= t {
@@ -151,14 +173,29 @@ impl ClientDriver {
         );
         self.endpoint.close();
         self.flush();
-        *shared.stats.lock() = self.endpoint.stats(Instant::now());
+        shared.publish(self.endpoint.stats(Instant::now()));
         Ok(())
+    }
+
+    /// Takes what an in-process application queued.
+    fn drain_inproc(&mut self) {
+        let Some(inproc) = &self.inproc else { return };
+        let batch = std::mem::take(&mut *inproc.outgoing.lock());
+        for (_, data) in batch {
+            self.endpoint
+                .handle_local(Instant::now(), INPROC_APP, &data);
+            self.flush();
+        }
     }
 
     /// Reads app datagrams; returns true if the budget ran out before the socket was empty.
     fn drain_listen(&mut self) -> bool {
         for _ in 0..DRAIN_BUDGET {
-            match self.listen.recv_from(&mut self.buf) {
+            let r = match &self.listen {
+                Some(l) => l.recv_from(&mut self.buf),
+                None => return false,
+            };
+            match r {
                 Ok((n, from)) => {
                     self.endpoint
                         .handle_local(Instant::now(), from, &self.buf[..n]);
@@ -213,12 +250,16 @@ impl ClientDriver {
                         }
                     }
                 }
-                Dest::Local(app) => {
-                    if let Err(e) = self.listen.send_to(&t.data, app) {
-                        errors += 1;
-                        debug!("cannot deliver to {app}: {e}");
+                Dest::Local(app) => match (&self.listen, &self.inproc) {
+                    (_, Some(inproc)) => inproc.deliver(0, &t.data),
+                    (Some(listen), None) => {
+                        if let Err(e) = listen.send_to(&t.data, app) {
+                            errors += 1;
+                            debug!("cannot deliver to {app}: {e}");
+                        }
                     }
-                }
+                    (None, None) => {}
+                },
                 Dest::Addrs(_) | Dest::Session(_) => {}
             }
             if errors > 0 {

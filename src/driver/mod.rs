@@ -5,6 +5,7 @@
 //! `spawn()` it on a thread of its own.
 
 mod client;
+mod inproc;
 pub mod net;
 mod server;
 
@@ -16,10 +17,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::config::{Config, ConfigError, Role};
 use crate::protocol::stats::Stats;
+pub use inproc::{MultipathListener, MultipathSocket};
 
 const WAKER: mio::Token = mio::Token(usize::MAX - 1);
 /// How often the loop publishes a stats snapshot for other threads.
@@ -67,8 +69,25 @@ struct Shared {
     stop: AtomicBool,
     running: AtomicBool,
     waker: mio::Waker,
-    stats: Mutex<Stats>,
+    stats: Mutex<(u64, Stats)>,
+    stats_fresh: Condvar,
+    stats_wanted: AtomicBool,
     local_addr: SocketAddr,
+}
+
+impl Shared {
+    /// Called by the loop: publish a snapshot and wake whoever waits for one.
+    fn publish(&self, stats: Stats) {
+        let mut g = self.stats.lock();
+        g.0 += 1;
+        g.1 = stats;
+        self.stats_fresh.notify_all();
+    }
+
+    /// Called by the loop each turn: true when another thread asked for fresh stats.
+    fn stats_requested(&self) -> bool {
+        self.stats_wanted.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// Controls a tunnel from any thread. Cheap to clone.
@@ -84,9 +103,31 @@ impl TunnelHandle {
         let _ = self.shared.waker.wake();
     }
 
-    /// The latest stats snapshot (at most ~200 ms old).
+    pub(crate) fn wake(&self) {
+        let _ = self.shared.waker.wake();
+    }
+
+    /// A stats snapshot: asks the running loop for a fresh one (waiting at most 250 ms for
+    /// it); once stopped, the final figures.
     pub fn stats(&self) -> Stats {
-        self.shared.stats.lock().clone()
+        let mut g = self.shared.stats.lock();
+        if self.is_running() {
+            let gen = g.0;
+            self.shared.stats_wanted.store(true, Ordering::SeqCst);
+            let _ = self.shared.waker.wake();
+            let deadline = Instant::now() + Duration::from_millis(250);
+            while g.0 == gen && self.is_running() {
+                if self
+                    .shared
+                    .stats_fresh
+                    .wait_until(&mut g, deadline)
+                    .timed_out()
+                {
+                    break;
+                }
+            }
+        }
+        g.1.clone()
     }
 
     /// True while the loop runs.
@@ -145,6 +186,16 @@ impl Tunnel {
     /// user's to fix (bad address, port in use, unknown host).
     pub fn new(config: &Config) -> Result<Tunnel, Error> {
         config.validate()?;
+        Self::build(config, None)
+    }
+
+    /// A tunnel whose local side is an in-process queue instead of a UDP socket/target.
+    pub(crate) fn new_inproc(config: &Config, local: Arc<inproc::Inproc>) -> Result<Tunnel, Error> {
+        config.validate_inproc()?;
+        Self::build(config, Some(local))
+    }
+
+    fn build(config: &Config, local: Option<Arc<inproc::Inproc>>) -> Result<Tunnel, Error> {
         let poll = mio::Poll::new().map_err(io_err("cannot create poller"))?;
         let waker =
             mio::Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create waker"))?;
@@ -152,13 +203,13 @@ impl Tunnel {
         let seed = random_seed();
         let (endpoint, local_addr, stats) = match config.role {
             Role::Client => {
-                let d = client::ClientDriver::new(config, poll, seed, now)?;
+                let d = client::ClientDriver::new(config, poll, seed, now, local)?;
                 let addr = d.local_addr();
                 let stats = d.stats(now);
                 (Endpoint::Client(d), addr, stats)
             }
             Role::Server => {
-                let d = server::ServerDriver::new(config, poll, seed, now)?;
+                let d = server::ServerDriver::new(config, poll, seed, now, local)?;
                 let addr = d.local_addr();
                 let stats = d.stats(now);
                 (Endpoint::Server(d), addr, stats)
@@ -168,7 +219,9 @@ impl Tunnel {
             stop: AtomicBool::new(false),
             running: AtomicBool::new(false),
             waker,
-            stats: Mutex::new(stats),
+            stats: Mutex::new((0, stats)),
+            stats_fresh: Condvar::new(),
+            stats_wanted: AtomicBool::new(false),
             local_addr,
         });
         Ok(Tunnel {
@@ -196,6 +249,9 @@ impl Tunnel {
             Endpoint::Server(d) => d.run(&shared),
         };
         shared.running.store(false, Ordering::SeqCst);
+        // Wake anyone still waiting for a snapshot.
+        let last = shared.stats.lock().1.clone();
+        shared.publish(last);
         r
     }
 

@@ -4,11 +4,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::{Events, Interest, Poll, Token};
 
+use super::inproc::Inproc;
 use super::net::{bind_udp, is_transient, raise_nofile_limit, unspecified_for};
 use super::{io_err, timeout_until, Error, RateLimit, Shared, DRAIN_BUDGET, STATS_EVERY};
 use crate::config::{resolve, Config};
@@ -32,17 +34,28 @@ pub(super) struct ServerDriver {
     free: Vec<usize>,
     by_id: HashMap<u64, usize>,
     endpoint: Server,
+    /// In-process listener: sessions deliver here instead of to target sockets.
+    inproc: Option<Arc<Inproc>>,
     buf: Vec<u8>,
     open_err_log: RateLimit,
     stats_interval: Option<Duration>,
 }
 
 impl ServerDriver {
-    pub(super) fn new(config: &Config, poll: Poll, seed: u64, now: Instant) -> Result<Self, Error> {
+    pub(super) fn new(
+        config: &Config,
+        poll: Poll,
+        seed: u64,
+        now: Instant,
+        inproc: Option<Arc<Inproc>>,
+    ) -> Result<Self, Error> {
         let listen_s = config.listen.as_deref().unwrap_or("0.0.0.0:0");
         let listen_addr = resolve(listen_s)?;
-        let target_s = config.target.as_deref().unwrap_or("");
-        let target = resolve(target_s)?;
+        let target = match (&inproc, config.target.as_deref()) {
+            (None, Some(t)) => resolve(t)?,
+            // An in-process listener has no target; the address is never used.
+            _ => SocketAddr::from(([127, 0, 0, 1], 9)),
+        };
         let mut listen = bind_udp(listen_addr, None, None)
             .map_err(io_err(format!("cannot listen on {listen_addr}")))?;
         let local_addr = listen
@@ -75,6 +88,7 @@ impl ServerDriver {
             free: Vec::new(),
             by_id: HashMap::new(),
             endpoint,
+            inproc,
             buf: vec![0u8; 65_536],
             open_err_log: RateLimit::default(),
             stats_interval: config.stats_interval,
@@ -128,14 +142,15 @@ impl ServerDriver {
                     again.push_back(token);
                 }
             }
+            self.drain_inproc();
             let now = Instant::now();
             if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
                 self.endpoint.handle_timeout(now);
                 self.flush();
             }
-            if now >= next_stats {
+            if now >= next_stats || shared.stats_requested() {
                 next_stats = now + STATS_EVERY;
-                *shared.stats.lock() = self.endpoint.stats(now);
+                shared.publish(self.endpoint.stats(now));
             }
             if let (Some(t), Some(every)) = (next_print, self.stats_interval) {
                 if now >= t {
@@ -150,8 +165,18 @@ impl ServerDriver {
         );
         self.endpoint.close(Instant::now());
         self.flush();
-        *shared.stats.lock() = self.endpoint.stats(Instant::now());
+        shared.publish(self.endpoint.stats(Instant::now()));
         Ok(())
+    }
+
+    /// Takes what an in-process application queued for its peers.
+    fn drain_inproc(&mut self) {
+        let Some(inproc) = &self.inproc else { return };
+        let batch = std::mem::take(&mut *inproc.outgoing.lock());
+        for (peer, data) in batch {
+            self.endpoint.handle_target(Instant::now(), peer, &data);
+            self.flush();
+        }
     }
 
     fn drain_listen(&mut self) -> bool {
@@ -230,6 +255,7 @@ impl ServerDriver {
         // Events first: a new session's socket must exist before its first datagram.
         while let Some(ev) = self.endpoint.poll_event() {
             match ev {
+                SessionEvent::Opened(_) | SessionEvent::Closed(_) if self.inproc.is_some() => {}
                 SessionEvent::Opened(id) => {
                     if let Err(e) = self.open_session(id) {
                         if self
@@ -261,6 +287,11 @@ impl ServerDriver {
                             errors += 1;
                             debug!("send to bridge {addr} failed: {e}");
                         }
+                    }
+                }
+                Dest::Session(id) if self.inproc.is_some() => {
+                    if let Some(inproc) = &self.inproc {
+                        inproc.deliver(id, &t.data);
                     }
                 }
                 Dest::Session(id) => {

@@ -1,0 +1,307 @@
+//! In-process datagrams: [`MultipathSocket`] (client side) and [`MultipathListener`] (server
+//! side) run the same endpoints as mpclient/mpserver on a background thread, but the
+//! application exchanges datagrams with them directly instead of through a local UDP port.
+//! They speak the same protocol: a socket talks to any mpserver or listener, a listener
+//! accepts any mpclient or socket.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::{Error, Tunnel, TunnelHandle};
+use crate::config::{Config, Role};
+use crate::protocol::stats::Stats;
+
+/// Most datagrams queued in each direction; beyond that, send fails with `WouldBlock` and
+/// arrivals are dropped (and counted), as a full socket buffer would.
+const QUEUE_MAX: usize = 8192;
+
+/// Queues between the application and the loop thread.
+pub(crate) struct Inproc {
+    /// Application → loop: (peer session id, or 0 on the client side; datagram).
+    pub(crate) outgoing: Mutex<VecDeque<(u64, Vec<u8>)>>,
+    incoming: Mutex<VecDeque<(u64, Vec<u8>)>>,
+    arrived: Condvar,
+    closed: AtomicBool,
+    pub(crate) dropped: AtomicU64,
+    #[cfg(unix)]
+    notify: (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ),
+}
+
+impl Inproc {
+    fn new() -> io::Result<Arc<Inproc>> {
+        #[cfg(unix)]
+        let notify = {
+            let (r, w) = std::os::unix::net::UnixStream::pair()?;
+            r.set_nonblocking(true)?;
+            w.set_nonblocking(true)?;
+            (r, w)
+        };
+        Ok(Arc::new(Inproc {
+            outgoing: Mutex::new(VecDeque::new()),
+            incoming: Mutex::new(VecDeque::new()),
+            arrived: Condvar::new(),
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            #[cfg(unix)]
+            notify,
+        }))
+    }
+
+    /// Called by the loop: a datagram for the application.
+    pub(crate) fn deliver(&self, peer: u64, data: &[u8]) {
+        let mut q = self.incoming.lock();
+        if q.len() >= QUEUE_MAX {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let was_empty = q.is_empty();
+        q.push_back((peer, data.to_vec()));
+        drop(q);
+        if was_empty {
+            self.signal();
+        }
+        self.arrived.notify_one();
+    }
+
+    #[cfg(unix)]
+    fn signal(&self) {
+        use std::io::Write;
+        let _ = (&self.notify.1).write(&[1]);
+    }
+
+    #[cfg(not(unix))]
+    fn signal(&self) {}
+
+    #[cfg(unix)]
+    fn unsignal(&self) {
+        use std::io::Read;
+        let mut b = [0u8; 64];
+        while matches!((&self.notify.0).read(&mut b), Ok(n) if n > 0) {}
+    }
+
+    #[cfg(not(unix))]
+    fn unsignal(&self) {}
+
+    fn push_outgoing(&self, peer: u64, data: &[u8]) -> io::Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "closed"));
+        }
+        let mut q = self.outgoing.lock();
+        if q.len() >= QUEUE_MAX {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "send queue full"));
+        }
+        q.push_back((peer, data.to_vec()));
+        Ok(())
+    }
+
+    fn recv(&self, timeout: Option<Duration>) -> io::Result<(u64, Vec<u8>)> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut q = self.incoming.lock();
+        loop {
+            if let Some(item) = q.pop_front() {
+                if q.is_empty() {
+                    self.unsignal();
+                }
+                return Ok(item);
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(io::Error::new(io::ErrorKind::NotConnected, "closed"));
+            }
+            match deadline {
+                None => {
+                    self.arrived.wait(&mut q);
+                }
+                Some(d) => {
+                    if Instant::now() >= d {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no datagram in time",
+                        ));
+                    }
+                    self.arrived.wait_until(&mut q, d);
+                }
+            }
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _q = self.incoming.lock();
+        self.arrived.notify_all();
+        self.signal();
+    }
+}
+
+/// Shared part of socket and listener: the loop thread and its queues.
+struct Runner {
+    handle: TunnelHandle,
+    inproc: Arc<Inproc>,
+    thread: Mutex<Option<JoinHandle<Result<(), Error>>>>,
+}
+
+impl Runner {
+    fn start(config: &Config) -> Result<Runner, Error> {
+        let inproc =
+            Inproc::new().map_err(|e| Error::Io("cannot create notification pipe".into(), e))?;
+        let tunnel = Tunnel::new_inproc(config, Arc::clone(&inproc))?;
+        let (handle, thread) = tunnel.spawn()?;
+        Ok(Runner {
+            handle,
+            inproc,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn send(&self, peer: u64, data: &[u8]) -> io::Result<()> {
+        self.inproc.push_outgoing(peer, data)?;
+        self.handle.wake();
+        Ok(())
+    }
+
+    fn close(&self) {
+        if self.inproc.closed.swap(true, Ordering::SeqCst) && self.thread.lock().is_none() {
+            return;
+        }
+        self.inproc.close();
+        self.handle.stop();
+        if let Some(t) = self.thread.lock().take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+}
+
+/// Client side: sends datagrams over every path to an mpserver or [`MultipathListener`].
+pub struct MultipathSocket {
+    runner: Runner,
+}
+
+impl MultipathSocket {
+    /// Starts a client endpoint with the config's paths (its `listen` is not used).
+    pub fn connect(config: &Config) -> Result<MultipathSocket, Error> {
+        if config.role != Role::Client {
+            return Err(Error::Config(crate::config::ConfigError {
+                location: String::new(),
+                message: "a socket needs a client configuration".into(),
+            }));
+        }
+        Ok(MultipathSocket {
+            runner: Runner::start(config)?,
+        })
+    }
+
+    /// Queues a datagram; fails with `WouldBlock` when the queue is full and `NotConnected`
+    /// after [`close`](Self::close). Too-large datagrams are dropped and counted, as in the tools.
+    pub fn send(&self, data: &[u8]) -> io::Result<()> {
+        self.runner.send(0, data)
+    }
+
+    /// Next datagram from the server; `None` waits until one arrives or the socket closes.
+    /// `TimedOut` when nothing came in time, `NotConnected` once closed.
+    pub fn recv(&self, timeout: Option<Duration>) -> io::Result<Vec<u8>> {
+        self.runner.inproc.recv(timeout).map(|(_, d)| d)
+    }
+
+    /// A descriptor that is readable while a datagram waits (for poll/epoll/select).
+    #[cfg(unix)]
+    pub fn notify_fd(&self) -> std::os::unix::io::RawFd {
+        use std::os::unix::io::AsRawFd;
+        self.runner.inproc.notify.0.as_raw_fd()
+    }
+
+    /// Stats of the underlying client endpoint.
+    pub fn stats(&self) -> Stats {
+        self.runner.stats()
+    }
+
+    /// Datagrams dropped because the application did not read them fast enough.
+    pub fn dropped(&self) -> u64 {
+        self.runner.inproc.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stops the endpoint (sending CLOSE) and wakes blocked `recv` calls. Idempotent; any thread.
+    pub fn close(&self) {
+        self.runner.close();
+    }
+}
+
+impl Drop for MultipathSocket {
+    fn drop(&mut self) {
+        self.runner.close();
+    }
+}
+
+/// Server side: accepts sessions from mpclients or [`MultipathSocket`]s; each session is a
+/// peer identified by its 64-bit session id.
+pub struct MultipathListener {
+    runner: Runner,
+}
+
+impl MultipathListener {
+    /// Binds the config's `listen` address and starts a server endpoint (`target` unused).
+    pub fn bind(config: &Config) -> Result<MultipathListener, Error> {
+        if config.role != Role::Server {
+            return Err(Error::Config(crate::config::ConfigError {
+                location: String::new(),
+                message: "a listener needs a server configuration".into(),
+            }));
+        }
+        Ok(MultipathListener {
+            runner: Runner::start(config)?,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.runner.handle.local_addr()
+    }
+
+    /// Next datagram and the peer (session id) it came from.
+    pub fn recv_from(&self, timeout: Option<Duration>) -> io::Result<(Vec<u8>, u64)> {
+        self.runner.inproc.recv(timeout).map(|(p, d)| (d, p))
+    }
+
+    /// Sends a datagram to a peer (session id from `recv_from`). A peer that is gone is
+    /// counted as `unknown_session` in the stats.
+    pub fn send_to(&self, data: &[u8], peer: u64) -> io::Result<()> {
+        self.runner.send(peer, data)
+    }
+
+    /// A descriptor that is readable while a datagram waits (for poll/epoll/select).
+    #[cfg(unix)]
+    pub fn notify_fd(&self) -> std::os::unix::io::RawFd {
+        use std::os::unix::io::AsRawFd;
+        self.runner.inproc.notify.0.as_raw_fd()
+    }
+
+    /// Stats of the underlying server endpoint.
+    pub fn stats(&self) -> Stats {
+        self.runner.stats()
+    }
+
+    /// Stops the endpoint (sending CLOSE) and wakes blocked calls. Idempotent; any thread.
+    pub fn close(&self) {
+        self.runner.close();
+    }
+}
+
+impl Drop for MultipathListener {
+    fn drop(&mut self) {
+        self.runner.close();
+    }
+}

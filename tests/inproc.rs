@@ -1,0 +1,154 @@
+//! The in-process socket/listener pair and the Tunnel API, over real loopback sockets.
+
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mptunnel::{Config, MultipathListener, MultipathSocket, Role, Tunnel};
+
+fn listener() -> MultipathListener {
+    let mut c = Config::new(Role::Server);
+    c.set("listen", "127.0.0.1:0").unwrap();
+    MultipathListener::bind(&c).unwrap()
+}
+
+fn socket_to(addr: std::net::SocketAddr, paths: usize) -> MultipathSocket {
+    let mut c = Config::new(Role::Client);
+    for _ in 0..paths {
+        c.set("path", &addr.to_string()).unwrap();
+    }
+    MultipathSocket::connect(&c).unwrap()
+}
+
+#[test]
+fn hello_counter_in_process() {
+    let l = listener();
+    let s = socket_to(l.local_addr(), 3);
+    let mut n = 0u64;
+    for _ in 0..200 {
+        s.send(format!("{n} hello").as_bytes()).unwrap();
+        let (msg, peer) = l.recv_from(Some(Duration::from_secs(5))).unwrap();
+        let text = String::from_utf8(msg).unwrap();
+        let got: u64 = text.split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(got, n);
+        l.send_to(format!("{} hello", got + 1).as_bytes(), peer)
+            .unwrap();
+        let back = String::from_utf8(s.recv(Some(Duration::from_secs(5))).unwrap()).unwrap();
+        n = back.split(' ').next().unwrap().parse().unwrap();
+    }
+    assert_eq!(n, 200);
+    // Three copies of each datagram went out; the listener delivered each once.
+    assert!(l.stats().totals.duplicates >= 300, "{:?}", l.stats().totals);
+    assert!(s.stats().totals.duplicates >= 300);
+}
+
+#[test]
+fn close_wakes_a_blocked_recv_and_is_idempotent() {
+    let l = listener();
+    let s = Arc::new(socket_to(l.local_addr(), 1));
+    let s2 = Arc::clone(&s);
+    let t = std::thread::spawn(move || {
+        let start = Instant::now();
+        let r = s2.recv(None);
+        (r.map_err(|e| e.kind()), start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    s.close();
+    s.close();
+    let (r, waited) = t.join().unwrap();
+    assert_eq!(r, Err(ErrorKind::NotConnected));
+    assert!(waited < Duration::from_secs(5));
+    assert_eq!(
+        s.send(b"x").map_err(|e| e.kind()),
+        Err(ErrorKind::NotConnected)
+    );
+    assert_eq!(
+        l.recv_from(Some(Duration::from_millis(50)))
+            .map_err(|e| e.kind()),
+        Err(ErrorKind::TimedOut)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn notify_fd_is_readable_when_a_datagram_waits() {
+    let l = listener();
+    let s = socket_to(l.local_addr(), 2);
+    let fd = s.notify_fd();
+    let readable = |ms: i32| {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut p, 1, ms) == 1 }
+    };
+    assert!(!readable(0));
+    s.send(b"ping").unwrap();
+    let (_, peer) = l.recv_from(Some(Duration::from_secs(5))).unwrap();
+    l.send_to(b"pong", peer).unwrap();
+    assert!(readable(5000));
+    assert_eq!(s.recv(Some(Duration::ZERO)).unwrap(), b"pong");
+    assert!(!readable(0), "drained queue leaves the fd quiet");
+}
+
+#[test]
+fn socket_through_a_tunnel_server_to_a_udp_service() {
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 2048];
+        while let Ok((n, from)) = echo.recv_from(&mut b) {
+            let _ = echo.send_to(&b[..n], from);
+        }
+    });
+    let mut c = Config::new(Role::Server);
+    c.set("listen", "127.0.0.1:0").unwrap();
+    c.set("target", &echo_addr.to_string()).unwrap();
+    let server = Tunnel::new(&c).unwrap();
+    let addr = server.local_addr();
+    let (handle, thread) = server.spawn().unwrap();
+    let s = socket_to(addr, 2);
+    for i in 0..50u32 {
+        s.send(&i.to_be_bytes()).unwrap();
+        assert_eq!(
+            s.recv(Some(Duration::from_secs(5))).unwrap(),
+            i.to_be_bytes()
+        );
+    }
+    // Stats are published every 200 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let st = handle.stats();
+    assert_eq!(st.sessions, 1);
+    assert_eq!(st.totals.local_tx_datagrams, 50);
+    assert!(st.to_json().contains("\"role\":\"server\""));
+    drop(s); // sends CLOSE
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(handle.stats().sessions, 0, "CLOSE freed the session");
+    handle.stop();
+    thread.join().unwrap().unwrap();
+    assert!(!handle.is_running());
+}
+
+#[test]
+fn config_errors_from_the_api() {
+    let mut c = Config::new(Role::Client);
+    assert!(c
+        .set("path", "nowhere")
+        .unwrap_err()
+        .to_string()
+        .contains("nowhere"));
+    c.set("listen", "127.0.0.1:0").unwrap();
+    let e = Tunnel::new(&c).unwrap_err().to_string();
+    assert!(e.contains("no paths"), "{e}");
+    let mut s = Config::new(Role::Server);
+    s.set("listen", "127.0.0.1:0").unwrap();
+    assert!(MultipathSocket::connect(&s).is_err());
+    let mut bad = Config::new(Role::Server);
+    bad.set("listen", "127.0.0.1:0").unwrap();
+    bad.set("target", "no-such-host.invalid:1").unwrap();
+    let e = Tunnel::new(&bad).unwrap_err().to_string();
+    assert!(e.contains("no-such-host.invalid"), "{e}");
+}
