@@ -1,0 +1,1274 @@
+//! End-to-end tests: mpclient, mpserver, bridges (mpbridge, socat or a relay in this file)
+//! and mpperf as real processes on the loopback interface.
+//!
+//! The topology is the seed's sample:
+//!
+//! ```text
+//! mpperf load -> mpclient -> 3 bridges -> mpserver -> mpperf echo
+//! ```
+//!
+//! Tests hold a global lock for their whole run, so topologies never compete for the CPU.
+//! Every tool binds port 0 where it can and reports its address in its "listening on" log
+//! line; the few fixed ports (restarts, socat) come from the kernel a moment earlier.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_mpclient");
+const SERVER: &str = env!("CARGO_BIN_EXE_mpserver");
+const BRIDGE: &str = env!("CARGO_BIN_EXE_mpbridge");
+const PERF: &str = env!("CARGO_BIN_EXE_mpperf");
+
+/// Generous, because a loaded 2-core machine can be slow to start a process.
+const STARTUP: Duration = Duration::from_secs(15);
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Serializes the tests; a failed (poisoned) test does not stop the others.
+fn serial() -> MutexGuard<'static, ()> {
+    lock(&LOCK)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A running tool with its stderr collected line by line; killed and reaped when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(name: &str, bin: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({bin} {args:?}): {e}"));
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lock(&sink).push(line);
+            }
+        });
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        lock(&self.log).clone()
+    }
+
+    /// The last `n` stderr lines, for assertion messages.
+    fn tail(&self, n: usize) -> String {
+        let lines = self.lines();
+        let start = lines.len().saturating_sub(n);
+        format!(
+            "--- {} stderr ---\n{}",
+            self.name,
+            lines[start..].join("\n")
+        )
+    }
+
+    /// Waits for a stderr line containing `needle` (skipping the first `skip` lines).
+    fn wait_for_line(&mut self, needle: &str, skip: usize) -> String {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Some(l) = self.lines().iter().skip(skip).find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                thread::sleep(Duration::from_millis(50)); // let the reader catch the last lines
+                panic!(
+                    "{} exited ({status}) before logging '{needle}'\n{}",
+                    self.name,
+                    self.tail(30)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not log '{needle}' within {STARTUP:?}\n{}",
+                self.name,
+                self.tail(30)
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child, which has not been reaped yet (we hold it).
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) of {}", self.name);
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                thread::sleep(Duration::from_millis(20)); // let the reader catch the last lines
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM, expecting exit status 0 within 2 s.
+    fn terminate_cleanly(&mut self) {
+        let t0 = Instant::now();
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(2));
+        let name = &self.name;
+        match status {
+            Some(s) => assert!(
+                s.success(),
+                "{name} exited with {s} on SIGTERM\n{}",
+                self.tail(20)
+            ),
+            None => panic!("{name} still running 2 s after SIGTERM\n{}", self.tail(20)),
+        }
+        println!("{name}: exit 0 {:?} after SIGTERM", t0.elapsed());
+    }
+}
+
+/// Starts a tool at log level info and waits for its "listening on ADDR" line.
+fn start(name: &str, bin: &str, args: &[&str]) -> (Proc, SocketAddr) {
+    let mut all = args.to_vec();
+    all.extend(["--log-level", "info"]);
+    let mut p = Proc::spawn(name, bin, &all);
+    let line = p.wait_for_line("listening on ", 0);
+    let rest = line.split("listening on ").nth(1).unwrap_or_default();
+    let word = rest.split([',', ' ']).next().unwrap_or_default();
+    let addr = word
+        .parse()
+        .unwrap_or_else(|_| panic!("no address in {line:?} of {name}"));
+    (p, addr)
+}
+
+fn any_port(ip: IpAddr) -> String {
+    SocketAddr::new(ip, 0).to_string()
+}
+
+fn start_echo(ip: IpAddr) -> (Proc, SocketAddr) {
+    start("echo", PERF, &["echo", &any_port(ip)])
+}
+
+fn start_server(listen: &str, target: SocketAddr) -> (Proc, SocketAddr) {
+    let target = target.to_string();
+    start(
+        "mpserver",
+        SERVER,
+        &["--listen", listen, "--target", &target],
+    )
+}
+
+fn start_bridge(
+    name: &str,
+    ip: IpAddr,
+    upstream: SocketAddr,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
+    let up = upstream.to_string();
+    let mut args = vec![];
+    args.extend_from_slice(extra);
+    let listen = any_port(ip);
+    args.extend([listen.as_str(), up.as_str()]);
+    start(name, BRIDGE, &args)
+}
+
+fn start_client(listen: &str, conf: &Path) -> (Proc, SocketAddr) {
+    let conf = conf.to_str().expect("utf-8 temp path");
+    start("mpclient", CLIENT, &["--listen", listen, conf])
+}
+
+/// A file in the temp directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("mptunnel-e2e-{}-{n}-{name}", std::process::id()));
+        fs::write(&path, text).expect("write temp file");
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// The client config for the given bridges: the seed's `HOST PORT` lines (IPv6 bare).
+fn client_conf(paths: &[SocketAddr]) -> TempFile {
+    let mut text = String::from("# written by tests/e2e.rs\n");
+    for p in paths {
+        text.push_str(&format!("{} {}\n", p.ip(), p.port()));
+    }
+    TempFile::new("client.conf", &text)
+}
+
+/// A port that was free a moment ago (on all IPv4 addresses, as the seed's bare ports bind).
+fn free_port() -> u16 {
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    sock.local_addr().expect("local_addr").port()
+}
+
+/// True when some process has a UDP socket bound to `port` (IPv4 or IPv6).
+fn udp_port_bound(port: u16) -> bool {
+    let hex = format!(":{port:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
+        fs::read_to_string(f).is_ok_and(|text| {
+            text.lines().skip(1).any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| a.ends_with(&hex))
+            })
+        })
+    })
+}
+
+/// Sends probe datagrams to `target` until one comes back: the whole chain is up.
+fn wait_roundtrip(target: SocketAddr, diag: &dyn Fn() -> String) {
+    let sock = UdpSocket::bind(SocketAddr::new(target.ip(), 0)).expect("bind probe socket");
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let deadline = Instant::now() + STARTUP;
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        let _ = sock.send_to(b"e2e-probe", target);
+        let t = Instant::now() + Duration::from_millis(50);
+        while Instant::now() < t {
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                if &buf[..n] == b"e2e-probe" {
+                    return;
+                }
+            }
+        }
+    }
+    panic!(
+        "no probe came back through {target} within {STARTUP:?}\n{}",
+        diag()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// mpperf load
+
+/// A running `mpperf load --json`; killed if dropped before [`Load::finish`].
+struct Load {
+    child: Option<Child>,
+    what: String,
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Load {
+    fn spawn(target: SocketAddr, args: &[&str]) -> Load {
+        let what = format!("mpperf load --target {target} {}", args.join(" "));
+        let child = Command::new(PERF)
+            .args(["load", "--json", "--target", &target.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Load {
+            child: Some(child),
+            what,
+        }
+    }
+
+    fn finish(mut self) -> Value {
+        let child = self.child.take().expect("finish once");
+        let out = child.wait_with_output().expect("wait for mpperf load");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{} failed: {stderr}", self.what);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{}: bad JSON ({e}): {}",
+                self.what,
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+}
+
+fn load(target: SocketAddr, args: &[&str]) -> Value {
+    Load::spawn(target, args).finish()
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// Datagrams that did not come back, counting sends refused while nothing listened.
+fn lost(v: &Value) -> f64 {
+    num(v, "sent") + num(v, "send_errors") - num(v, "received")
+}
+
+fn summary(label: &str, r: &Value) -> String {
+    let rtt = &r["rtt_ms"];
+    let ms = |k: &str| rtt[k].as_f64().map_or("-".into(), |x| format!("{x:.3}"));
+    format!(
+        "{label:<8} sent {} (+{} refused) received {} dup {} corrupt {} foreign {} loss {:.3}% \
+         rtt ms p50 {} p99 {} max {}",
+        r["sent"],
+        r["send_errors"],
+        r["received"],
+        r["duplicates"],
+        r["corrupt"],
+        r["foreign"],
+        num(r, "loss_pct"),
+        ms("p50"),
+        ms("p99"),
+        ms("max"),
+    )
+}
+
+/// No duplicate, no corrupt and no foreign datagram reached the app.
+fn assert_clean(r: &Value, ctx: &dyn Fn() -> String) {
+    for key in ["duplicates", "corrupt", "foreign"] {
+        assert_eq!(num(r, key), 0.0, "{key} in {r}\n{}", ctx());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A relay inside the test: forwards like a bridge, can replay and inject
+
+/// A UDP relay on two sockets (front for the client, back connected to the server) run by two
+/// threads. Every datagram is forwarded at once and, if `replays` is not empty, sent again
+/// after each of those delays (in both directions).
+struct Relay {
+    addr: SocketAddr,
+    front: UdpSocket,
+    back: UdpSocket,
+    client: Arc<Mutex<Option<SocketAddr>>>,
+    replayed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Relay {
+    fn start(ip: IpAddr, upstream: SocketAddr, replays: &[Duration]) -> Relay {
+        let front = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind relay front");
+        let back = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind relay back");
+        back.connect(upstream).expect("connect relay back");
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(5)))
+                .expect("timeout");
+        }
+        let addr = front.local_addr().expect("local_addr");
+        let client = Arc::new(Mutex::new(None::<SocketAddr>));
+        let replayed = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for up in [true, false] {
+            let front = front.try_clone().expect("clone");
+            let back = back.try_clone().expect("clone");
+            let client = Arc::clone(&client);
+            let replayed = Arc::clone(&replayed);
+            let stop = Arc::clone(&stop);
+            let replays = replays.to_vec();
+            threads.push(thread::spawn(move || {
+                let mut queues: Vec<VecDeque<(Instant, Vec<u8>)>> =
+                    replays.iter().map(|_| VecDeque::new()).collect();
+                let mut buf = vec![0u8; 65_536];
+                let forward = |data: &[u8]| {
+                    if up {
+                        let _ = back.send(data);
+                    } else if let Some(to) = *lock(&client) {
+                        let _ = front.send_to(data, to);
+                    }
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let got = if up {
+                        front.recv_from(&mut buf).map(|(n, from)| {
+                            *lock(&client) = Some(from);
+                            n
+                        })
+                    } else {
+                        back.recv(&mut buf)
+                    };
+                    if let Ok(n) = got {
+                        forward(&buf[..n]);
+                        let now = Instant::now();
+                        for (q, d) in queues.iter_mut().zip(&replays) {
+                            q.push_back((now + *d, buf[..n].to_vec()));
+                        }
+                    }
+                    let now = Instant::now();
+                    for q in &mut queues {
+                        while q.front().is_some_and(|(t, _)| *t <= now) {
+                            let (_, data) = q.pop_front().expect("front");
+                            forward(&data);
+                            replayed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        Relay {
+            addr,
+            front,
+            back,
+            client,
+            replayed,
+            stop,
+            threads,
+        }
+    }
+
+    /// Sends `data` to the client's path socket from the address it is connected to.
+    fn inject_to_client(&self, data: &[u8]) {
+        let deadline = Instant::now() + STARTUP;
+        let to = loop {
+            if let Some(to) = *lock(&self.client) {
+                break to;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the relay never heard from mpclient"
+            );
+            thread::sleep(Duration::from_millis(5));
+        };
+        let _ = self.front.send_to(data, to);
+    }
+
+    /// Sends `data` to the server from the address it knows as this path.
+    fn inject_to_server(&self, data: &[u8]) {
+        let _ = self.back.send(data);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topology
+
+/// echo <- mpserver <- bridges (and maybe an in-test relay) <- mpclient, all on `ip`.
+/// Fields drop (and so die) client first.
+struct Topo {
+    ip: IpAddr,
+    client: Proc,
+    client_addr: SocketAddr,
+    relay: Option<Relay>,
+    bridges: Vec<Proc>,
+    bridge_addrs: Vec<SocketAddr>,
+    server: Proc,
+    server_addr: SocketAddr,
+    echo: Proc,
+    echo_addr: SocketAddr,
+    conf: TempFile,
+}
+
+impl Topo {
+    /// One mpbridge per entry of `bridges` (its extra arguments), then the in-test relay if
+    /// `relay` is given (its replay delays).
+    fn start(ip: IpAddr, bridges: &[&[&str]], relay: Option<&[Duration]>) -> Topo {
+        let (echo, echo_addr) = start_echo(ip);
+        let (server, server_addr) = start_server(&any_port(ip), echo_addr);
+        let mut procs = Vec::new();
+        let mut paths = Vec::new();
+        for (i, extra) in bridges.iter().enumerate() {
+            let (p, a) = start_bridge(&format!("mpbridge{}", i + 1), ip, server_addr, extra);
+            procs.push(p);
+            paths.push(a);
+        }
+        let bridge_addrs = paths.clone();
+        let relay = relay.map(|replays| Relay::start(ip, server_addr, replays));
+        if let Some(r) = &relay {
+            paths.push(r.addr);
+        }
+        let conf = client_conf(&paths);
+        let (client, client_addr) = start_client(&any_port(ip), &conf.0);
+        let t = Topo {
+            ip,
+            client,
+            client_addr,
+            relay,
+            bridges: procs,
+            bridge_addrs,
+            server,
+            server_addr,
+            echo,
+            echo_addr,
+            conf,
+        };
+        wait_roundtrip(t.client_addr, &|| t.diag());
+        t
+    }
+
+    /// Recent stderr of the tunnel's processes.
+    fn diag(&self) -> String {
+        let mut s = format!("{}\n{}", self.client.tail(15), self.server.tail(15));
+        for b in &self.bridges {
+            s.push('\n');
+            s.push_str(&b.tail(5));
+        }
+        s.push('\n');
+        s.push_str(&self.echo.tail(5));
+        s
+    }
+
+    /// Stops mpserver with `sig`, restarts it on the same address after `pause`, and
+    /// returns the time from the signal until the new one listened.
+    fn restart_server(&mut self, sig: libc::c_int, pause: Duration) -> Duration {
+        let t0 = Instant::now();
+        self.server.signal(sig);
+        let st = self.server.wait_exit(Duration::from_secs(5));
+        assert!(
+            st.is_some(),
+            "mpserver survived signal {sig}\n{}",
+            self.diag()
+        );
+        thread::sleep(pause);
+        let (p, addr) = start_server(&self.server_addr.to_string(), self.echo_addr);
+        let downtime = t0.elapsed();
+        assert_eq!(addr, self.server_addr);
+        self.server = p;
+        downtime
+    }
+
+    /// Same for mpclient, with the same listen address and config file.
+    fn restart_client(&mut self, sig: libc::c_int, pause: Duration) -> Duration {
+        let t0 = Instant::now();
+        self.client.signal(sig);
+        let st = self.client.wait_exit(Duration::from_secs(5));
+        assert!(
+            st.is_some(),
+            "mpclient survived signal {sig}\n{}",
+            self.diag()
+        );
+        thread::sleep(pause);
+        let (p, addr) = start_client(&self.client_addr.to_string(), &self.conf.0);
+        let downtime = t0.elapsed();
+        assert_eq!(addr, self.client_addr);
+        self.client = p;
+        downtime
+    }
+
+    fn all_alive(&mut self) -> Vec<String> {
+        let mut dead = Vec::new();
+        let procs = [&mut self.client, &mut self.server, &mut self.echo]
+            .into_iter()
+            .chain(self.bridges.iter_mut());
+        for p in procs {
+            if !p.alive() {
+                dead.push(format!("{} died\n{}", p.name, p.tail(20)));
+            }
+        }
+        dead
+    }
+}
+
+/// Counters from the stats text of an endpoint (`dropped: 1 dup, 2 old, 3 malformed, ...`):
+/// the last line of `p`'s stderr that has them.
+fn dropped_counter(p: &Proc, what: &str) -> u64 {
+    let lines = p.lines();
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("dropped:"))
+        .unwrap_or_else(|| panic!("no stats line\n{}", p.tail(20)));
+    let rest = line.split("dropped:").nth(1).unwrap_or_default();
+    rest.split(',')
+        .find_map(|part| part.trim().strip_suffix(what)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no '{what}' counter in {line:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Garbage
+
+/// xorshift64*: reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A packet laid out as in docs/PROTOCOL.md, with a right or wrong CRC.
+#[allow(clippy::too_many_arguments)]
+fn packet(
+    ty: u8,
+    flags: u8,
+    reserved: u8,
+    session: u64,
+    epoch: u64,
+    seq: u64,
+    payload: &[u8],
+    good_crc: bool,
+) -> Vec<u8> {
+    let mut p = vec![0xD1, ty, flags, reserved];
+    p.extend(session.to_be_bytes());
+    p.extend(epoch.to_be_bytes());
+    p.extend(seq.to_be_bytes());
+    p.extend(payload);
+    let crc = crc32(&p) ^ u32::from(!good_crc);
+    p.extend(crc.to_be_bytes());
+    p
+}
+
+/// Random bytes, 0xD1-prefixed noise, every type/flag/reserved combination with right and
+/// wrong CRCs, well-formed packets of unknown sessions, and truncated and bit-flipped copies.
+fn garbage(rng: &mut Rng) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for _ in 0..300 {
+        let n = rng.below(2000) as usize;
+        out.push(rng.bytes(n));
+    }
+    for _ in 0..100 {
+        let n = 1 + rng.below(200) as usize;
+        let mut d = rng.bytes(n);
+        d[0] = 0xD1;
+        out.push(d);
+    }
+    let mut valid = Vec::new();
+    for ty in 0..=9u8 {
+        for flags in [0u8, 1, 2, 0x80] {
+            for reserved in [0u8, 7] {
+                for good in [true, false] {
+                    let session = if rng.below(4) == 0 { 0 } else { rng.next() };
+                    let n = rng.below(64) as usize;
+                    let payload = rng.bytes(n);
+                    let p = packet(
+                        ty,
+                        flags,
+                        reserved,
+                        session,
+                        rng.next(),
+                        rng.next(),
+                        &payload,
+                        good,
+                    );
+                    if good && flags == 0 && reserved == 0 {
+                        valid.push(p.clone());
+                    }
+                    out.push(p);
+                }
+            }
+        }
+    }
+    // Well-formed packets that belong to nobody: new sessions, closes, probes and acks.
+    for _ in 0..10 {
+        let n = rng.below(1500) as usize;
+        let data = rng.bytes(n);
+        valid.push(packet(
+            1,
+            0,
+            0,
+            rng.next(),
+            rng.next(),
+            1 + rng.below(100),
+            &data,
+            true,
+        ));
+        valid.push(packet(
+            4,
+            0,
+            0,
+            rng.next(),
+            rng.next(),
+            rng.next(),
+            &[],
+            true,
+        ));
+        let token = rng.bytes(8);
+        valid.push(packet(2, 0, 0, 0, rng.next(), rng.next(), &token, true));
+        let ack = rng.bytes(24);
+        valid.push(packet(3, 0, 0, 0, rng.next(), rng.next(), &ack, true));
+    }
+    for p in &valid {
+        for _ in 0..3 {
+            let cut = rng.below(p.len() as u64) as usize;
+            out.push(p[..cut].to_vec());
+            let mut flipped = p.clone();
+            let bit = rng.below(p.len() as u64 * 8) as usize;
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            out.push(flipped);
+        }
+    }
+    out.extend(valid);
+    let mut big = rng.bytes(65_507);
+    big[..4].copy_from_slice(&[0xD1, 1, 0, 0]);
+    out.push(big);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+/// 1. The seed's sample with lossless bridges: nothing lost, duplicated or damaged at
+///    5000 datagrams/s of 1200 bytes.
+#[test]
+fn seed_topology_lossless() {
+    let _g = serial();
+    let t = Topo::start(V4, &[&[], &[], &[]], None);
+    let args = [
+        "--rate",
+        "5000",
+        "--size",
+        "1200",
+        "--duration",
+        "3",
+        "--label",
+        "tunnel",
+    ];
+    let r = load(t.client_addr, &args);
+    let ctx = || format!("{}\n{}", summary("tunnel", &r), t.diag());
+    assert_clean(&r, &ctx);
+    assert_eq!(num(&r, "send_errors"), 0.0, "{}", ctx());
+    assert!(num(&r, "loss_pct") < 0.5, "{}", ctx());
+    let d = load(t.echo_addr, &args);
+    println!("{}", summary("direct", &d));
+    println!("{}", summary("tunnel", &r));
+}
+
+/// 2. Three bridges losing 30 % each way: a datagram survives a direction if one of three
+///    copies does, so the round trip loses 1 - (1 - 0.3^3)^2 = 5.33 %.
+#[test]
+fn lossy_bridges_loss_is_product() {
+    let _g = serial();
+    let t = Topo::start(
+        V4,
+        &[
+            &["--loss", "30", "--seed", "11"],
+            &["--loss", "30", "--seed", "22"],
+            &["--loss", "30", "--seed", "33"],
+        ],
+        None,
+    );
+    let r = load(
+        t.client_addr,
+        &["--rate", "2500", "--size", "200", "--duration", "8"],
+    );
+    let ctx = || format!("{}\n{}", summary("lossy", &r), t.diag());
+    println!("{}", summary("lossy", &r));
+    assert_clean(&r, &ctx);
+    assert_eq!(num(&r, "sent"), 20_000.0, "{}", ctx());
+    let expected = 100.0 * (1.0 - (1.0 - 0.3f64.powi(3)).powi(2));
+    let loss = num(&r, "loss_pct");
+    assert!(
+        (loss - expected).abs() <= 1.0,
+        "loss {loss:.3}% vs expected {expected:.2}%\n{}",
+        ctx()
+    );
+    // A 30 %-loss path must not flap down (PROTOCOL.md: about 1e-8 per silent episode).
+    let downs: Vec<String> = t
+        .client
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(" is down"))
+        .collect();
+    assert!(downs.is_empty(), "paths went down: {downs:?}");
+}
+
+/// 3. The seed's exact commands with socat bridges.
+#[test]
+fn socat_bridges_seed_commands() {
+    let _g = serial();
+    let found = Command::new("socat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        println!("NOTE: socat not on PATH; socat_bridges_seed_commands skipped");
+        return;
+    }
+    let (echo, echo_addr) = start_echo(V4);
+    let server_port = free_port().to_string();
+    let echo_port = echo_addr.port().to_string();
+    let mut server = Proc::spawn(
+        "mpserver",
+        SERVER,
+        &[&server_port, "localhost", &echo_port, "--log-level", "info"],
+    );
+    server.wait_for_line("listening on", 0);
+    let mut socats = Vec::new();
+    let mut conf_text = String::new();
+    for i in 0..3 {
+        let port = free_port();
+        let p = Proc::spawn(
+            &format!("socat{}", i + 1),
+            "socat",
+            &[
+                &format!("udp-listen:{port}"),
+                &format!("udp4:localhost:{server_port}"),
+            ],
+        );
+        let deadline = Instant::now() + STARTUP;
+        while !udp_port_bound(port) {
+            assert!(Instant::now() < deadline, "socat did not bind {port}");
+            thread::sleep(Duration::from_millis(5));
+        }
+        socats.push(p);
+        conf_text.push_str(&format!("localhost {port}\n"));
+    }
+    let conf = TempFile::new("client.conf", &conf_text);
+    let client_port = free_port().to_string();
+    let conf_path = conf.0.to_str().expect("utf-8").to_string();
+    let mut client = Proc::spawn(
+        "mpclient",
+        CLIENT,
+        &[&client_port, &conf_path, "--log-level", "info"],
+    );
+    client.wait_for_line("listening on", 0);
+    let client_addr: SocketAddr = format!("127.0.0.1:{client_port}").parse().expect("addr");
+    let diag = || {
+        let mut s = format!("{}\n{}\n{}", client.tail(15), server.tail(15), echo.tail(5));
+        for p in &socats {
+            s.push('\n');
+            s.push_str(&p.tail(5));
+        }
+        s
+    };
+    wait_roundtrip(client_addr, &diag);
+    let r = load(
+        client_addr,
+        &["--rate", "1000", "--size", "1000", "--duration", "3"],
+    );
+    println!("{}", summary("socat", &r));
+    let ctx = || format!("{}\n{}", summary("socat", &r), diag());
+    assert_clean(&r, &ctx);
+    assert!(num(&r, "loss_pct") < 0.5, "{}", ctx());
+}
+
+/// Shared body of the server-restart tests.
+fn server_restart_mid_stream(sig: libc::c_int, secs: f64) {
+    let mut t = Topo::start(V4, &[&[], &[], &[]], None);
+    let secs_s = secs.to_string();
+    let run = Load::spawn(
+        t.client_addr,
+        &[
+            "--rate",
+            "1000",
+            "--size",
+            "500",
+            "--duration",
+            &secs_s,
+            "--wait",
+            "2",
+        ],
+    );
+    thread::sleep(Duration::from_secs_f64(secs / 3.0));
+    let downtime = t.restart_server(sig, Duration::from_millis(200));
+    let r = run.finish();
+    let lost = lost(&r);
+    let allowed = 1000.0 * (downtime.as_secs_f64() + 0.5);
+    let label = format!("srv-{sig}");
+    println!(
+        "{}; server down {downtime:.2?}, {lost} lost",
+        summary(&label, &r)
+    );
+    let ctx = || {
+        format!(
+            "{}\ndowntime {downtime:?}\n{}",
+            summary(&label, &r),
+            t.diag()
+        )
+    };
+    assert_clean(&r, &ctx);
+    assert!(
+        lost <= allowed,
+        "{lost} lost, more than {allowed} the downtime explains\n{}",
+        ctx()
+    );
+    assert!(num(&r, "loss_pct") < 15.0, "{}", ctx());
+    // The tunnel carries on without a hitch afterwards.
+    let after = load(t.client_addr, &["--rate", "1000", "--duration", "1"]);
+    assert_clean(&after, &ctx);
+    assert!(num(&after, "loss_pct") < 1.0, "after: {after}\n{}", ctx());
+}
+
+/// 4. mpserver killed hard and restarted on the same port; mpclient keeps running.
+#[test]
+fn server_restart_sigkill() {
+    let _g = serial();
+    server_restart_mid_stream(libc::SIGKILL, 6.0);
+}
+
+/// 4b. Same with a clean stop (the server sends CLOSE for its sessions).
+#[test]
+fn server_restart_sigterm() {
+    let _g = serial();
+    server_restart_mid_stream(libc::SIGTERM, 4.0);
+}
+
+/// 5. mpclient killed hard and restarted on the same port; mpserver keeps running.
+#[test]
+fn client_restart_sigkill() {
+    let _g = serial();
+    let mut t = Topo::start(V4, &[&[], &[], &[]], None);
+    let run = Load::spawn(
+        t.client_addr,
+        &[
+            "--rate",
+            "1000",
+            "--size",
+            "500",
+            "--duration",
+            "6",
+            "--wait",
+            "2",
+        ],
+    );
+    thread::sleep(Duration::from_secs(2));
+    let downtime = t.restart_client(libc::SIGKILL, Duration::from_millis(200));
+    let r = run.finish();
+    let lost = lost(&r);
+    let allowed = 1000.0 * (downtime.as_secs_f64() + 0.5);
+    println!(
+        "{}; client down {downtime:.2?}, {lost} lost",
+        summary("cli-kill", &r)
+    );
+    let ctx = || {
+        format!(
+            "{}\ndowntime {downtime:?}\n{}",
+            summary("cli-kill", &r),
+            t.diag()
+        )
+    };
+    assert_clean(&r, &ctx);
+    assert!(
+        lost <= allowed,
+        "{lost} lost, more than {allowed} the downtime explains\n{}",
+        ctx()
+    );
+    assert!(
+        lost / (num(&r, "sent") + num(&r, "send_errors")) < 0.15,
+        "{}",
+        ctx()
+    );
+}
+
+/// 6. Two apps on one mpclient at once: each is its own session and gets only its own replies.
+#[test]
+fn two_apps_one_client() {
+    let _g = serial();
+    let t = Topo::start(V4, &[&[], &[], &[]], None);
+    let args = ["--rate", "1000", "--size", "800", "--duration", "3"];
+    let a = Load::spawn(t.client_addr, &args);
+    let b = Load::spawn(t.client_addr, &args);
+    let (ra, rb) = (a.finish(), b.finish());
+    println!("{}\n{}", summary("app A", &ra), summary("app B", &rb));
+    for (name, r) in [("A", &ra), ("B", &rb)] {
+        let ctx = || format!("app {name}: {}\n{}", summary(name, r), t.diag());
+        assert_clean(r, &ctx);
+        assert_eq!(num(r, "sent"), 3000.0, "{}", ctx());
+        assert!(num(r, "loss_pct") < 1.0, "{}", ctx());
+    }
+}
+
+/// 7. Bridges that duplicate every datagram and reorder some: the app never sees a copy twice.
+#[test]
+fn duplicating_bridges_never_duplicate() {
+    let _g = serial();
+    let imp: &[&str] = &["--duplicate", "100", "--reorder", "30"];
+    let t = Topo::start(V4, &[imp, imp, imp], None);
+    let r = load(
+        t.client_addr,
+        &["--rate", "1000", "--size", "500", "--duration", "2"],
+    );
+    println!("{}", summary("dup+reo", &r));
+    let ctx = || format!("{}\n{}", summary("dup+reo", &r), t.diag());
+    assert_clean(&r, &ctx);
+    assert!(num(&r, "loss_pct") < 1.0, "{}", ctx());
+}
+
+/// 7b. A relay that replays every datagram 300 ms and 2 s later (both directions): still no
+///     duplicate reaches the app.
+#[test]
+fn replaying_relay_never_duplicates() {
+    let _g = serial();
+    let replays = [Duration::from_millis(300), Duration::from_secs(2)];
+    let t = Topo::start(V4, &[&[], &[]], Some(&replays));
+    let r = load(
+        t.client_addr,
+        &["--rate", "1000", "--size", "500", "--duration", "4"],
+    );
+    let relay = t.relay.as_ref().expect("relay");
+    let replayed = relay.replayed.load(Ordering::Relaxed);
+    println!("{}; relay replayed {replayed}", summary("replay", &r));
+    let ctx = || {
+        format!(
+            "{}\nreplayed {replayed}\n{}",
+            summary("replay", &r),
+            t.diag()
+        )
+    };
+    assert_clean(&r, &ctx);
+    assert!(num(&r, "loss_pct") < 1.0, "{}", ctx());
+    // Most of the run was replayed (in both directions) while mpperf listened.
+    assert!(replayed as f64 > 1.5 * num(&r, "sent"), "{}", ctx());
+}
+
+/// 8. Garbage at every port that can be reached (mpserver, each bridge, the client's path
+///    sockets through the in-test relay, and the app port): no harm, and it is counted.
+#[test]
+fn garbage_is_dropped_and_counted() {
+    let _g = serial();
+    let mut t = Topo::start(V4, &[&[], &[]], Some(&[]));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    println!("garbage seed {seed}");
+    let mut rng = Rng(seed);
+    let junk = garbage(&mut rng);
+    let during = Load::spawn(
+        t.client_addr,
+        &["--rate", "1000", "--size", "700", "--duration", "3"],
+    );
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let relay = t.relay.as_ref().expect("relay");
+    let mut dests = vec![t.server_addr];
+    dests.extend(&t.bridge_addrs);
+    dests.push(relay.addr);
+    for (i, d) in junk.iter().enumerate() {
+        for to in &dests {
+            let _ = sock.send_to(d, to);
+        }
+        relay.inject_to_client(d);
+        relay.inject_to_server(d);
+        // The app port takes any datagram; these travel the tunnel to the echo and back.
+        if i % 4 == 0 {
+            let _ = sock.send_to(&d[..d.len().min(2000)], t.client_addr);
+        }
+        if i % 20 == 0 {
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let _ = sock.send_to(&[], t.client_addr);
+    let _ = sock.send_to(&rng.bytes(65_507), t.client_addr); // too big to tunnel: dropped
+    let r1 = during.finish();
+    let r2 = load(
+        t.client_addr,
+        &["--rate", "1000", "--size", "700", "--duration", "2"],
+    );
+    println!("{}\n{}", summary("during", &r1), summary("after", &r2));
+    let ctx = || {
+        format!(
+            "seed {seed}\n{}\n{}\n{}",
+            summary("during", &r1),
+            summary("after", &r2),
+            t.diag()
+        )
+    };
+    assert_clean(&r1, &ctx);
+    assert_clean(&r2, &ctx);
+    assert!(num(&r1, "loss_pct") < 2.0, "{}", ctx());
+    assert!(num(&r2, "loss_pct") < 0.5, "{}", ctx());
+    let dead = t.all_alive();
+    assert!(dead.is_empty(), "seed {seed}: {}", dead.join("\n"));
+    // The garbage really arrived, and was classified rather than ignored.
+    t.client.terminate_cleanly();
+    t.server.terminate_cleanly();
+    for p in [&t.client, &t.server] {
+        let bad = dropped_counter(p, "malformed") + dropped_counter(p, "checksum");
+        assert!(
+            bad > 0,
+            "{} counted no malformed packets\n{}",
+            p.name,
+            p.tail(5)
+        );
+        println!("{}: {bad} malformed or checksum errors counted", p.name);
+    }
+}
+
+/// 9. The whole topology on ::1.
+#[test]
+fn ipv6_topology() {
+    let _g = serial();
+    if UdpSocket::bind("[::1]:0").is_err() {
+        println!("NOTE: cannot bind [::1]; ipv6_topology skipped");
+        return;
+    }
+    let t = Topo::start(V6, &[&[], &[], &[]], None);
+    assert!(t.ip.is_ipv6() && t.server_addr.is_ipv6() && t.echo_addr.is_ipv6());
+    let r = load(
+        t.client_addr,
+        &["--rate", "1000", "--size", "1000", "--duration", "2"],
+    );
+    println!("{}", summary("ipv6", &r));
+    let ctx = || format!("{}\n{}", summary("ipv6", &r), t.diag());
+    assert_clean(&r, &ctx);
+    assert!(num(&r, "loss_pct") < 0.5, "{}", ctx());
+}
+
+/// Runs a tool that should exit by itself; kills it after 10 s.
+fn run_briefly(bin: &str, args: &[&str]) -> Output {
+    let child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&done);
+    let watchdog = thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !flag.load(Ordering::Relaxed) {
+            if Instant::now() > deadline {
+                // SAFETY: our own child, not yet reaped (wait_with_output is still waiting).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let out = child.wait_with_output().expect("wait");
+    done.store(true, Ordering::Relaxed);
+    let _ = watchdog.join();
+    out
+}
+
+fn usage_error(bin: &str, args: &[&str]) -> String {
+    let out = run_briefly(bin, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{bin} {args:?}: {stderr}");
+    stderr
+}
+
+/// 10. Bad arguments and config files: exit 2 naming the value and where it is.
+#[test]
+fn cli_errors() {
+    let _g = serial();
+    let conf = TempFile::new(
+        "bad.conf",
+        "# bridges\n127.0.0.1 4001\nlocalhost 99999\n127.0.0.1 4003\n",
+    );
+    let conf_s = conf.0.to_str().expect("utf-8");
+    let err = usage_error(CLIENT, &["127.0.0.1:0", conf_s]);
+    assert!(err.contains(&format!("{conf_s}:3")), "{err}");
+    assert!(err.contains("99999"), "{err}");
+
+    let missing =
+        std::env::temp_dir().join(format!("mptunnel-e2e-{}-missing.conf", std::process::id()));
+    let missing = missing.to_str().expect("utf-8");
+    let err = usage_error(CLIENT, &["127.0.0.1:0", missing]);
+    assert!(err.contains(missing), "{err}");
+
+    let err = usage_error(SERVER, &["2000", "localhost", "notaport"]);
+    assert!(err.contains("notaport"), "{err}");
+
+    let out = run_briefly(CLIENT, &["--help"]);
+    assert!(out.status.success(), "mpclient --help: {}", out.status);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CONFIG_FILE"));
+    for bin in [CLIENT, SERVER] {
+        let out = run_briefly(bin, &["--version"]);
+        assert!(out.status.success(), "{bin} --version: {}", out.status);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(env!("CARGO_PKG_VERSION")),
+            "{bin} --version: {text}"
+        );
+    }
+}
+
+/// 11. SIGTERM stops both ends cleanly; the client's CLOSE removes its sessions on the server.
+#[test]
+fn clean_shutdown_on_sigterm() {
+    let _g = serial();
+    let mut t = Topo::start(V4, &[&[], &[], &[]], None);
+    let r = load(t.client_addr, &["--rate", "1000", "--count", "300"]);
+    let ctx = || format!("{}\n{}", summary("pre", &r), t.diag());
+    assert!(num(&r, "loss_pct") < 1.0, "{}", ctx());
+    t.client.terminate_cleanly();
+    thread::sleep(Duration::from_millis(300));
+    t.server.terminate_cleanly();
+    let stopping = t.server.wait_for_line("stopping:", 0);
+    assert!(
+        stopping.contains("closing 0 sessions"),
+        "the client's CLOSE did not remove its sessions: {stopping}\n{}",
+        t.diag()
+    );
+}
