@@ -1,4 +1,5 @@
 //! mpbridge and mpperf as real processes on the loopback interface.
+#![cfg(unix)] // signals and process control via libc
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};

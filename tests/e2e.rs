@@ -10,6 +10,7 @@
 //! Tests hold a global lock for their whole run, so topologies never compete for the CPU.
 //! Every tool binds port 0 where it can and reports its address in its "listening on" log
 //! line; the few fixed ports (restarts, socat) come from the kernel a moment earlier.
+#![cfg(unix)] // signals and process control via libc
 
 use std::collections::VecDeque;
 use std::fs;

@@ -110,18 +110,17 @@ pub fn run_tunnel(prog: &'static str, config: &mptunnel::Config) -> std::process
         }
     };
     let handle = tunnel.handle();
-    let signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]);
-    match signals {
-        Ok(mut signals) => {
+    // A flag set by the signal handler, watched by a small thread (portable: the iterator
+    // API of signal-hook is not available on Windows).
+    match termination_flag() {
+        Ok(flag) => {
             let h = handle.clone();
             std::thread::spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    log::info!("signal {sig}: shutting down");
-                    h.stop();
+                while !is_set(&flag) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
+                log::info!("signal received: shutting down");
+                h.stop();
             });
         }
         Err(e) => log::warn!("cannot install signal handlers: {e}"),

@@ -202,8 +202,12 @@ impl Cli {
 fn signal_flags() -> std::io::Result<relay::Flags> {
     let terminate = mptunnel_tools::termination_flag()?;
     let blackhole = Arc::new(AtomicUsize::new(0));
-    signal_hook::flag::register_usize(signal_hook::consts::SIGUSR1, Arc::clone(&blackhole), 1)?;
-    signal_hook::flag::register_usize(signal_hook::consts::SIGUSR2, Arc::clone(&blackhole), 0)?;
+    // Run-time blackholing needs SIGUSR1/SIGUSR2, which Windows does not have.
+    #[cfg(unix)]
+    {
+        signal_hook::flag::register_usize(signal_hook::consts::SIGUSR1, Arc::clone(&blackhole), 1)?;
+        signal_hook::flag::register_usize(signal_hook::consts::SIGUSR2, Arc::clone(&blackhole), 0)?;
+    }
     Ok(relay::Flags {
         terminate,
         blackhole,
