@@ -1,7 +1,7 @@
 # Two entry points: `make demo` and `make test`. Everything else is cargo.
 CARGO ?= cargo
 
-.PHONY: all build test demo clean lint check-targets
+.PHONY: all build test demo bench clean lint check-targets
 
 all: build
 
@@ -13,6 +13,9 @@ test:
 
 demo: build
 	bash examples/demo.sh
+
+bench: build
+	bash examples/bench.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
