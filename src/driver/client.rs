@@ -1,18 +1,18 @@
 //! mio loop around the client endpoint: one listen socket for local apps, one connected
 //! socket per path shared by all sessions (a socat bridge serves a single peer address).
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 
+use super::event_loop::{self, Driver};
 use super::inproc::Inproc;
 use super::net::{bind_udp, is_transient, unspecified_for};
-use super::{io_err, timeout_until, Error, RateLimit, Shared, DRAIN_BUDGET, STATS_EVERY};
+use super::{io_err, Error, RateLimit, Shared, DRAIN_BUDGET};
 use crate::config::{resolve, Config};
 use crate::protocol::client::{Client, PathSpec};
 use crate::protocol::stats::Stats;
@@ -111,70 +111,8 @@ impl ClientDriver {
     }
 
     pub(super) fn run(mut self, shared: &Shared) -> Result<(), Error> {
-        let mut events = Events::with_capacity(256);
-        // Sockets whose drain hit the budget: serviced again without waiting for readiness.
-        let mut again: VecDeque<Token> = VecDeque::new();
-        let mut next_stats = Instant::now();
-        let mut next_print = self.stats_interval.map(|d| Instant::now() + d);
-        while !shared.stop.load(std::sync::atomic::Ordering::SeqCst) {
-            let now = Instant::now();
-            let deadline = [self.endpoint.poll_timeout(), Some(next_stats), next_print]
-                .into_iter()
-                .flatten()
-                .min();
-            let timeout = if again.is_empty() {
-                timeout_until(deadline, now)
-            } else {
-                Some(Duration::ZERO)
-            };
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::Io("poll failed".into(), e)),
-            }
-            for ev in events.iter() {
-                if ev.token() != super::WAKER && !again.contains(&ev.token()) {
-                    again.push_back(ev.token());
-                }
-            }
-            for _ in 0..again.len() {
-                let Some(token) = again.pop_front() else {
-                    break;
-                };
-                let more = if token == LISTEN {
-                    self.drain_listen()
-                } else {
-                    self.drain_path(token.0 - PATH_BASE)
-                };
-                if more {
-                    again.push_back(token);
-                }
-            }
-            self.drain_inproc();
-            let now = Instant::now();
-            if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
-                self.endpoint.handle_timeout(now);
-                self.flush();
-            }
-            if now >= next_stats || shared.stats_requested() {
-                next_stats = now + STATS_EVERY;
-                shared.publish(self.endpoint.stats(now));
-            }
-            if let (Some(t), Some(every)) = (next_print, self.stats_interval) {
-                if now >= t {
-                    next_print = Some(now + every);
-                    eprintln!("{}", self.endpoint.stats(now).to_text());
-                }
-            }
-        }
-        info!(
-            "stopping: closing {} sessions",
-            self.endpoint.session_count()
-        );
-        self.endpoint.close();
-        self.flush();
-        shared.publish(self.endpoint.stats(Instant::now()));
-        Ok(())
+        let every = self.stats_interval;
+        event_loop::run(&mut self, shared, every)
     }
 
     /// Takes what an in-process application queued.
@@ -275,5 +213,41 @@ impl ClientDriver {
             }
             self.endpoint.recycle(t.data);
         }
+    }
+}
+
+impl Driver for ClientDriver {
+    fn poller(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
+    fn service(&mut self, token: Token) -> bool {
+        if token == LISTEN {
+            self.drain_listen()
+        } else {
+            self.drain_path(token.0 - PATH_BASE)
+        }
+    }
+
+    fn drain_inproc(&mut self) {
+        ClientDriver::drain_inproc(self)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.endpoint.poll_timeout()
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.endpoint.handle_timeout(now);
+        self.flush();
+    }
+
+    fn stats(&self, now: Instant) -> Stats {
+        self.endpoint.stats(now)
+    }
+
+    fn shutdown(&mut self) {
+        self.endpoint.close();
+        self.flush();
     }
 }

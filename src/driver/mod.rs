@@ -5,6 +5,7 @@
 //! `spawn()` it on a thread of its own.
 
 mod client;
+mod event_loop;
 mod inproc;
 pub mod net;
 mod server;

@@ -2,40 +2,17 @@
 
 use std::time::Duration;
 
-use super::common::splitmix64;
-
-/// xoshiro256**: small, fast and good enough for test impairments; seeded runs are reproducible.
-pub struct Rng {
-    s: [u64; 4],
-}
+/// The core's seeded xoshiro256**, plus the helpers impairments need; seeded runs repeat.
+pub struct Rng(mptunnel::protocol::rng::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        let mut sm = seed;
-        let s = [
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-        ];
-        Rng { s }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = self.s[1] << 17;
-        self.s[2] ^= self.s[0];
-        self.s[3] ^= self.s[1];
-        self.s[1] ^= self.s[2];
-        self.s[0] ^= self.s[3];
-        self.s[2] ^= t;
-        self.s[3] = self.s[3].rotate_left(45);
-        result
+        Rng(mptunnel::protocol::rng::Rng::new(seed))
     }
 
     /// Uniform in [0, 1).
     pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        self.0.unit_f64()
     }
 
     /// True with probability `pct` percent; draws nothing when `pct` is 0 so
@@ -147,7 +124,7 @@ mod tests {
             // Expected 10,000 per bucket; 5 sigma is about 475.
             assert!((9_500..10_500).contains(&c), "bucket count {c}");
         }
-        assert_ne!(Rng::new(2).next_u64(), Rng::new(1).next_u64());
+        assert_ne!(Rng::new(2).next_f64(), Rng::new(1).next_f64());
     }
 
     #[test]
