@@ -138,20 +138,7 @@ impl Config {
             "path" => {
                 self.only(Role::Client, &key)?;
                 let words: Vec<&str> = value.split_whitespace().collect();
-                let path = match words.as_slice() {
-                    [one] => {
-                        let (host, port) = split_host_port(one)?;
-                        PathConfig {
-                            host,
-                            port,
-                            bind: None,
-                            dev: None,
-                            name: None,
-                            weight: 1,
-                        }
-                    }
-                    _ => parse_path_words(&words)?,
-                };
+                let path = parse_path_words(&words)?;
                 self.add_path(path)?;
             }
             "mode" => {

@@ -1,26 +1,18 @@
 //! Address parsing, UDP socket setup and seeding, shared by mpbridge and mpperf.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
-/// Socket buffer size asked for; the kernel may grant less (net.core.rmem_max).
-const SOCKET_BUFFER: usize = 4 << 20;
-
-/// Parses a local address: `PORT` (all IPv4 interfaces) or `HOST:PORT`.
+/// Parses a local address: `PORT` (all IPv4 interfaces) or `HOST:PORT`, with the same
+/// rules as mpclient and mpserver.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        let port = s
-            .parse::<u16>()
-            .map_err(|_| "port out of range (0-65535)".to_string())?;
-        return Ok(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port));
-    }
-    resolve(s)
+    let normalized = mptunnel::config::normalize_listen(s.trim()).map_err(|e| e.to_string())?;
+    mptunnel::config::resolve(&normalized).map_err(|e| e.to_string())
 }
 
 /// Parses a destination `HOST:PORT`; names are resolved now, IPv4 preferred.
 pub fn parse_target(s: &str) -> Result<SocketAddr, String> {
-    let addr = resolve(s.trim())?;
+    let addr = mptunnel::config::resolve(s.trim()).map_err(|e| e.to_string())?;
     if addr.port() == 0 {
         return Err("port 0 is not a valid destination".to_string());
     }
@@ -30,59 +22,14 @@ pub fn parse_target(s: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-fn resolve(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err("expected PORT or HOST:PORT".to_string());
-    };
-    if host.is_empty() {
-        return Err("missing host before ':'".to_string());
-    }
-    let bracketed = host.starts_with('[') && host.ends_with(']');
-    if host.contains(':') && !bracketed {
-        return Err("IPv6 addresses must be in brackets, e.g. [::1]:4001".to_string());
-    }
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("invalid port '{port}' (expected 0-65535)"))?;
-    let host = if bracketed {
-        &host[1..host.len() - 1]
-    } else {
-        host
-    };
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host '{host}': {e}"))?
-        .collect();
-    // localhost and dual-stack names: IPv4 is the more common bridge setup.
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| format!("host '{host}' has no addresses"))
-}
-
 /// The wildcard address of the same family as `addr`, port 0.
 pub fn any_addr_like(addr: &SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
-        SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 0),
-    }
+    SocketAddr::new(mptunnel::driver::net::unspecified_for(addr), 0)
 }
 
 /// A non-blocking UDP socket bound to `addr`, with large kernel buffers so bursts are not dropped.
 pub fn udp_socket(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Best effort: a smaller buffer only costs drops under bursts.
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    Ok(mio::net::UdpSocket::from_std(sock.into()))
+    mptunnel::driver::net::bind_udp(addr, None, None)
 }
 
 /// One step of splitmix64: a fast, well-mixed 64-bit sequence.
