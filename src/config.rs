@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::protocol::crypto::Key;
 use crate::protocol::params::Params;
 use crate::protocol::scheduler::Mode;
 use crate::protocol::transmit::MAX_PATHS;
@@ -106,6 +107,9 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// Log level name, if set.
     pub log_level: Option<String>,
+    /// Things worth a warning found while reading the configuration (e.g. a key file others
+    /// can read), for the caller to log once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -120,6 +124,7 @@ impl Config {
             params: Params::default(),
             stats_interval: None,
             log_level: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -173,10 +178,15 @@ impl Config {
                 }
                 self.log_level = Some(v);
             }
-            "key" | "key-file" => {
-                return Err(ConfigError::new(format!(
-                    "option '{key}': encryption is not available in this version"
-                )))
+            "key" => {
+                let k =
+                    Key::from_base64(value).map_err(|e| ConfigError::new(format!("key: {e}")))?;
+                self.params.key = Some(k);
+            }
+            "key-file" => {
+                let (key, warning) = read_key_file(value)?;
+                self.params.key = Some(key);
+                self.warnings.extend(warning);
             }
             _ => return Err(ConfigError::new(format!("unknown option '{key}'"))),
         }
@@ -292,6 +302,29 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Reads a key file (the 44-character base64 key, surrounding whitespace ignored), with a
+/// warning when the file is readable by others.
+pub fn read_key_file(path: &str) -> Result<(Key, Option<String>), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(format!("cannot read key file '{path}': {e}")))?;
+    let mut warning = None;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                warning = Some(format!(
+                    "key file '{path}' can be read by other users (mode {mode:o}): chmod 600 '{path}'"
+                ));
+            }
+        }
+    }
+    let key =
+        Key::from_base64(&text).map_err(|e| ConfigError::new(format!("key file '{path}': {e}")))?;
+    Ok((key, warning))
 }
 
 fn parse_path_words(words: &[&str]) -> Result<PathConfig, ConfigError> {
@@ -540,6 +573,34 @@ mod tests {
             .load_str("h abc\n", "f.conf")
             .unwrap_err();
         assert_eq!(e.to_string(), "f.conf:1: port 'abc' is not a number");
+    }
+
+    #[test]
+    fn keys() {
+        let mut c = Config::new(Role::Server);
+        let k = Key::generate().unwrap();
+        c.set("key", &k.to_base64()).unwrap();
+        assert_eq!(c.params.key, Some(k.clone()));
+        let e = c.set("key", "short").unwrap_err().to_string();
+        assert!(e.contains("44 base64 characters"), "{e}");
+        let dir = std::env::temp_dir().join(format!("mpt-key-{}", std::process::id()));
+        std::fs::write(&dir, format!("{}\n", k.to_base64())).unwrap();
+        let mut c2 = Config::new(Role::Client);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        c2.set("key-file", dir.to_str().unwrap()).unwrap();
+        assert_eq!(c2.params.key, Some(k));
+        #[cfg(unix)]
+        assert!(c2.warnings[0].contains("chmod 600"), "{:?}", c2.warnings);
+        std::fs::remove_file(&dir).unwrap();
+        assert!(c2
+            .set("key-file", "/nonexistent/key")
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/key"));
     }
 
     #[test]

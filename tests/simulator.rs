@@ -632,3 +632,183 @@ fn oversized_and_garbage_are_counted() {
     assert_eq!(sim.server.session_count(), 0);
     assert!(sim.server.counters().malformed >= 150);
 }
+
+// ---- Keyed mode -------------------------------------------------------------------------
+
+fn keyed(key: u8) -> Params {
+    Params {
+        key: Some(mptunnel::protocol::crypto::Key::from_bytes([key; 32])),
+        ..Params::default()
+    }
+}
+
+#[test]
+fn keyed_round_trip_is_sealed_and_exact() {
+    let mut sim = Sim::new(3, lossless(), keyed(1), 20);
+    sim.record = true;
+    let mut c = vec![0u64; 2];
+    sim.run(Duration::from_secs(3), 500.0, 2, 300, &mut c);
+    sim.assert_clean();
+    for (a, sent) in c.iter().enumerate() {
+        assert!(sim.received(a).len() as u64 >= sent - 10);
+    }
+    // Every packet on the wire is sealed, and the payload pattern never shows in clear.
+    let needle = &payload(0, 5, 300)[12..40];
+    for (_, b) in &sim.recorded_up {
+        assert_eq!(b[2] & 1, 1, "SEALED flag");
+        assert!(!b.windows(needle.len()).any(|w| w == needle));
+    }
+    // Fresh sessions on the server are admitted after one challenge each.
+    assert_eq!(sim.server.counters().challenges_answered, 2);
+    assert_eq!(
+        sim.client.counters().challenges_sent,
+        0,
+        "first server epoch needs none"
+    );
+}
+
+#[test]
+fn keyed_product_loss() {
+    let link = Link {
+        loss: 0.3,
+        delay_ms: 10.0,
+        jitter_ms: 5.0,
+        ..Link::default()
+    };
+    let mut sim = Sim::new(3, link, keyed(2), 21);
+    let mut c = vec![0u64; 1];
+    sim.run(Duration::from_secs(20), 2000.0, 1, 200, &mut c);
+    sim.assert_clean();
+    let sent = c[0] - 100;
+    let got = (1..=sent)
+        .filter(|n| sim.received(0).contains_key(n))
+        .count() as f64;
+    let loss = 1.0 - got / sent as f64;
+    let theory = 1.0 - (1.0f64 - 0.3f64.powi(3)).powi(2);
+    assert!(
+        (loss - theory).abs() < 0.01,
+        "loss {loss:.4} vs theory {theory:.4}"
+    );
+}
+
+#[test]
+fn wrong_key_gets_nothing_through_and_is_counted() {
+    let mut sim = Sim::new(3, lossless(), keyed(3), 22);
+    sim.server = Server::new(keyed(4), 99, sim.now);
+    let mut c = vec![0u64; 1];
+    sim.run(Duration::from_secs(2), 200.0, 1, 100, &mut c);
+    assert!(sim.received(0).is_empty());
+    assert_eq!(sim.server.session_count(), 0);
+    assert_eq!(sim.target_sessions, 0);
+    assert!(sim.server.counters().auth_failures > 300);
+    // Plaintext against keyed is refused the same way.
+    let mut sim = Sim::new(3, lossless(), keyed(3), 23);
+    sim.server = Server::new(Params::default(), 99, sim.now);
+    sim.run(Duration::from_secs(1), 200.0, 1, 100, &mut c);
+    assert!(sim.received(0).is_empty());
+    assert!(sim.server.counters().auth_failures > 100);
+}
+
+#[test]
+fn keyed_restarts_of_either_side_resume() {
+    let mut sim = Sim::new(3, lossless(), keyed(5), 24);
+    let mut c = vec![0u64; 1];
+    sim.run(Duration::from_secs(2), 1000.0, 1, 100, &mut c);
+    let at_server_restart = c[0];
+    sim.restart_server();
+    sim.run(Duration::from_secs(4), 1000.0, 1, 100, &mut c);
+    let at_client_restart = c[0];
+    sim.restart_client();
+    sim.run(Duration::from_secs(6), 1000.0, 1, 100, &mut c);
+    sim.assert_clean();
+    let lost: Vec<u64> = (1..c[0] - 30)
+        .filter(|n| !sim.received(0).contains_key(n))
+        .collect();
+    // A restart costs the packets in flight plus about one challenge round trip (~11 ms).
+    assert!(
+        lost.len() <= 50,
+        "lost {}: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    assert!(lost
+        .iter()
+        .all(|n| n.abs_diff(at_server_restart) <= 25 || n.abs_diff(at_client_restart) <= 25));
+    assert!(
+        sim.client.counters().challenges_answered >= 1
+            || sim.server.counters().challenges_answered >= 1
+    );
+}
+
+#[test]
+fn keyed_replays_after_a_server_restart_are_refused() {
+    let mut sim = Sim::new(2, lossless(), keyed(6), 25);
+    sim.record = true;
+    let mut c = vec![0u64; 1];
+    sim.run(Duration::from_secs(2), 200.0, 1, 100, &mut c);
+    sim.record = false;
+    let recorded = std::mem::take(&mut sim.recorded_up);
+    sim.run(Duration::from_secs(5), 200.0, 1, 100, &mut c);
+    // The server restarts; then an attacker replays everything recorded 3-5 s ago while the
+    // real client, which still runs under the same epoch, keeps answering challenges.
+    sim.restart_server();
+    let now = sim.now;
+    for (i, bytes) in &recorded {
+        sim.server.handle_datagram(now, bridge_addr(*i), bytes);
+    }
+    sim.flush();
+    sim.run(Duration::from_secs(7), 200.0, 1, 100, &mut c);
+    sim.assert_clean();
+    // The tunnel still works after the attack.
+    let recent = (c[0] - 150..c[0] - 10)
+        .filter(|n| sim.received(0).contains_key(n))
+        .count();
+    assert_eq!(recent, 140);
+}
+
+#[test]
+fn keyed_replays_after_expiry_are_refused() {
+    let params = Params {
+        idle_timeout: Duration::from_secs(2),
+        ..keyed(7)
+    };
+    let mut sim = Sim::new(2, lossless(), params, 26);
+    sim.record = true;
+    let mut c = vec![0u64; 1];
+    sim.run(Duration::from_secs(1), 200.0, 1, 100, &mut c);
+    sim.record = false;
+    let recorded = std::mem::take(&mut sim.recorded_up);
+    let mut none = vec![];
+    sim.run(Duration::from_secs(5), 1.0, 0, 0, &mut none);
+    assert_eq!(sim.server.session_count(), 0, "expired");
+    // The client still holds its session (its own idle timer is the same, but it also
+    // refreshed on replies); replay everything.
+    let now = sim.now;
+    for (i, bytes) in &recorded {
+        sim.server.handle_datagram(now, bridge_addr(*i), bytes);
+    }
+    sim.flush();
+    sim.run(Duration::from_secs(7), 1.0, 0, 0, &mut none);
+    sim.assert_clean();
+    assert_eq!(
+        sim.server.counters().local_tx_datagrams,
+        c[0],
+        "no replay reached the target"
+    );
+}
+
+#[test]
+fn keyed_corruption_is_an_auth_failure_never_a_delivery() {
+    let link = Link {
+        corrupt: 0.3,
+        delay_ms: 5.0,
+        jitter_ms: 5.0,
+        ..Link::default()
+    };
+    let mut sim = Sim::new(3, link, keyed(8), 27);
+    let mut c = vec![0u64; 1];
+    sim.run(Duration::from_secs(3), 500.0, 1, 300, &mut c);
+    sim.assert_clean();
+    assert!(sim.server.counters().auth_failures > 100);
+    assert_eq!(sim.server.counters().checksum_errors, 0);
+}

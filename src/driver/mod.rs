@@ -151,8 +151,8 @@ impl fmt::Debug for TunnelHandle {
 }
 
 enum Endpoint {
-    Client(client::ClientDriver),
-    Server(server::ServerDriver),
+    Client(Box<client::ClientDriver>),
+    Server(Box<server::ServerDriver>),
 }
 
 /// A forwarding endpoint bound to its sockets, ready to run.
@@ -207,13 +207,13 @@ impl Tunnel {
                 let d = client::ClientDriver::new(config, poll, seed, now, local)?;
                 let addr = d.local_addr();
                 let stats = d.stats(now);
-                (Endpoint::Client(d), addr, stats)
+                (Endpoint::Client(Box::new(d)), addr, stats)
             }
             Role::Server => {
                 let d = server::ServerDriver::new(config, poll, seed, now, local)?;
                 let addr = d.local_addr();
                 let stats = d.stats(now);
-                (Endpoint::Server(d), addr, stats)
+                (Endpoint::Server(Box::new(d)), addr, stats)
             }
         };
         let shared = Arc::new(Shared {

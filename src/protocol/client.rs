@@ -2,17 +2,19 @@
 //! the paths the scheduler picks, replies deduplicated and handed back to the right app.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use super::crypto::Codec;
+use super::fresh::{Pending, SendHistory, CHALLENGE_RETRY, CHALLENGE_TRIES};
 use super::packet::{
-    self, DecodeError, Header, PacketType, Probe, ProbeAck, CONTROL_SESSION, MAX_DATAGRAM,
+    Challenge, DecodeError, Header, PacketType, Probe, ProbeAck, Response, CONTROL_SESSION,
 };
 use super::params::Params;
 use super::path::{ClientPath, PathState};
-use super::peer::{PeerReject, PeerWindows};
+use super::peer::{EpochSlot, PeerReject, PeerWindows};
 use super::rng::Rng;
 use super::scheduler::{Mode, Scheduler};
 use super::stats::{Counters, Stats};
@@ -20,6 +22,7 @@ use super::transmit::{BufPool, Dest, PathMask, Transmit, MAX_PATHS};
 use super::window::Reject;
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct Session {
@@ -27,12 +30,16 @@ struct Session {
     next_seq: u64,
     last_active: Instant,
     peer: PeerWindows,
+    history: SendHistory,
+    /// Keyed mode: a new server epoch waiting for its challenge to be answered.
+    pending: Option<Pending>,
 }
 
 /// The client side of the tunnel, sans IO.
 #[derive(Debug)]
 pub struct Client {
     params: Params,
+    codec: Codec,
     epoch: u64,
     rng: Rng,
     start: Instant,
@@ -43,9 +50,13 @@ pub struct Client {
     scheduler: Scheduler,
     out: VecDeque<Transmit>,
     pool: BufPool,
+    scratch: Vec<u8>,
     counters: Counters,
     next_sweep: Instant,
+    /// Sessions with a pending challenge (few; checked on every timeout).
+    pending: Vec<SocketAddr>,
     last_cap_warn: Option<Instant>,
+    last_auth_warn: Option<Instant>,
 }
 
 /// Description of one path for [`Client::new`].
@@ -55,6 +66,20 @@ pub struct PathSpec {
     pub name: String,
     /// Remote address as text, for stats.
     pub remote: String,
+}
+
+fn ready(last: &mut Option<Instant>, now: Instant) -> bool {
+    if last.is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY) {
+        *last = Some(now);
+        true
+    } else {
+        false
+    }
+}
+
+/// Where held packets "came from" on the client: the path index, for logs only.
+fn path_tag(path: usize) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, path as u16))
 }
 
 impl Client {
@@ -67,8 +92,10 @@ impl Client {
             .take(MAX_PATHS)
             .map(|p| ClientPath::new(p.name, p.remote, now))
             .collect();
+        let codec = Codec::new(params.key.as_ref());
         Client {
             params,
+            codec,
             epoch,
             rng,
             start: now,
@@ -79,9 +106,12 @@ impl Client {
             scheduler: Scheduler::new(mode),
             out: VecDeque::new(),
             pool: BufPool::default(),
+            scratch: Vec::with_capacity(2048),
             counters: Counters::default(),
             next_sweep: now + SWEEP_INTERVAL,
+            pending: Vec::new(),
             last_cap_warn: None,
+            last_auth_warn: None,
         }
     }
 
@@ -116,10 +146,11 @@ impl Client {
     pub fn handle_local(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) {
         self.counters.local_rx_datagrams += 1;
         self.counters.local_rx_bytes += payload.len() as u64;
-        if payload.len() > MAX_DATAGRAM {
+        let max = self.codec.max_payload();
+        if payload.len() > max {
             self.counters.oversized += 1;
             debug!(
-                "dropped a {}-byte datagram from {from}: larger than {MAX_DATAGRAM}",
+                "dropped a {}-byte datagram from {from}: larger than {max}",
                 payload.len()
             );
             return;
@@ -131,6 +162,7 @@ impl Client {
             return;
         };
         session.last_active = now;
+        session.history.on_send(now, session.next_seq);
         let header = Header {
             ptype: PacketType::Data,
             flags: 0,
@@ -145,11 +177,7 @@ impl Client {
     fn open_session(&mut self, now: Instant, from: SocketAddr) -> bool {
         if self.sessions.len() >= self.params.max_sessions {
             self.counters.session_cap_drops += 1;
-            if self
-                .last_cap_warn
-                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10))
-            {
-                self.last_cap_warn = Some(now);
+            if ready(&mut self.last_cap_warn, now) {
                 warn!(
                     "session cap ({}) reached: datagrams from new source {from} are dropped",
                     self.params.max_sessions
@@ -168,6 +196,8 @@ impl Client {
                 next_seq: 1,
                 last_active: now,
                 peer: PeerWindows::new(self.params.window_size),
+                history: SendHistory::default(),
+                pending: None,
             },
         );
         self.by_id.insert(id, from);
@@ -186,7 +216,8 @@ impl Client {
             return;
         }
         let mut buf = self.pool.get();
-        packet::encode(&mut buf, header, payload);
+        // Encoded (and sealed) once; the same bytes go on every path.
+        self.codec.encode(&mut buf, header, payload);
         for (i, p) in self.paths.iter_mut().enumerate() {
             if mask & (1 << i) != 0 {
                 p.on_send(buf.len());
@@ -200,9 +231,15 @@ impl Client {
         });
     }
 
-    fn next_control_seq(&mut self) -> u64 {
+    fn control_header(&mut self, ptype: PacketType) -> Header {
         self.control_seq += 1;
-        self.control_seq
+        Header {
+            ptype,
+            flags: 0,
+            session: CONTROL_SESSION,
+            epoch: self.epoch,
+            seq: self.control_seq,
+        }
     }
 
     /// A datagram that arrived on path `path`.
@@ -212,34 +249,61 @@ impl Client {
         if path >= self.paths.len() {
             return;
         }
-        let (header, payload) = match packet::decode(bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                self.count_decode_error(e);
-                return;
-            }
+        let header = match self.codec.parse(bytes) {
+            Ok(h) => h,
+            Err(e) => return self.count_decode_error(now, path, e),
         };
-        if let Some(old) = self.paths[path].on_receive(now, bytes.len(), &self.params) {
-            let p = &self.paths[path];
-            info!(
-                "path {} is {} again (was {})",
-                p.name(),
-                p.state().name(),
-                old.name()
-            );
+        // Duplicates are refused before paying for verification.
+        if header.ptype == PacketType::Data && !self.precheck_data(&header) {
+            return;
         }
-        match header.ptype {
-            PacketType::Data => self.on_data(now, &header, payload),
-            PacketType::Probe => self.on_probe(path, &header, payload),
-            PacketType::ProbeAck => self.on_probe_ack(now, path, &header, payload),
-            PacketType::Close => self.on_close(&header),
-            _ => self.counters.malformed += 1,
+        let mut scratch = std::mem::take(&mut self.scratch);
+        match self.codec.open(bytes, &mut scratch) {
+            Ok(payload) => {
+                if let Some(old) = self.paths[path].on_receive(now, bytes.len(), &self.params) {
+                    let p = &self.paths[path];
+                    info!(
+                        "path {} is {} again (was {})",
+                        p.name(),
+                        p.state().name(),
+                        old.name()
+                    );
+                }
+                match header.ptype {
+                    PacketType::Data => self.on_data(now, path, &header, payload),
+                    PacketType::Probe => self.on_probe(path, &header, payload),
+                    PacketType::ProbeAck => self.on_probe_ack(now, path, &header, payload),
+                    PacketType::Close => self.on_close(&header),
+                    PacketType::Challenge => self.on_challenge(now, path, &header, payload),
+                    PacketType::Response => self.on_response(&header, payload),
+                    PacketType::TargetRequest | PacketType::TargetDeny => {
+                        self.counters.malformed += 1
+                    }
+                }
+            }
+            Err(e) => self.count_decode_error(now, path, e),
         }
+        self.scratch = scratch;
     }
 
-    fn count_decode_error(&mut self, e: DecodeError) {
+    fn count_decode_error(&mut self, now: Instant, path: usize, e: DecodeError) {
         match e {
             DecodeError::Checksum => self.counters.checksum_errors += 1,
+            DecodeError::Auth | DecodeError::SealMismatch => {
+                self.counters.auth_failures += 1;
+                if ready(&mut self.last_auth_warn, now) {
+                    let why = match (e, self.codec.sealed()) {
+                        (DecodeError::Auth, _) => "the peer uses another key",
+                        (_, true) => "the peer sends plaintext: it has no key",
+                        (_, false) => "the peer encrypts: this side has no key",
+                    };
+                    warn!(
+                        "packets on path {} fail authentication: {why} ({} so far; next report in 10 s)",
+                        self.paths.get(path).map_or("?", |p| p.name()),
+                        self.counters.auth_failures
+                    );
+                }
+            }
             _ => self.counters.malformed += 1,
         }
     }
@@ -252,30 +316,165 @@ impl Client {
         }
     }
 
-    fn on_data(&mut self, now: Instant, header: &Header, payload: &[u8]) {
-        let Some(&app) = self.by_id.get(&header.session) else {
+    /// Window (and hold queue) check for DATA before verification; false = dropped.
+    fn precheck_data(&mut self, header: &Header) -> bool {
+        let Some(session) = self
+            .by_id
+            .get(&header.session)
+            .and_then(|a| self.sessions.get(a))
+        else {
             self.counters.unknown_session += 1;
+            return false;
+        };
+        match session.peer.check(header.epoch, header.seq) {
+            Err(r) => {
+                self.count_reject(r);
+                false
+            }
+            Ok(_) => match &session.pending {
+                Some(p) if p.epoch == header.epoch && p.holds(header.seq) => {
+                    self.counters.duplicates += 1;
+                    false
+                }
+                _ => true,
+            },
+        }
+    }
+
+    fn deliver(&mut self, app: SocketAddr, payload: &[u8]) {
+        let mut buf = self.pool.get();
+        buf.extend_from_slice(payload);
+        self.counters.local_tx_datagrams += 1;
+        self.counters.local_tx_bytes += payload.len() as u64;
+        self.out.push_back(Transmit {
+            dest: Dest::Local(app),
+            data: buf,
+        });
+    }
+
+    fn on_data(&mut self, now: Instant, path: usize, header: &Header, payload: &[u8]) {
+        let Some(&app) = self.by_id.get(&header.session) else {
+            return;
+        };
+        let sealed = self.codec.sealed();
+        let Some(session) = self.sessions.get_mut(&app) else {
+            return;
+        };
+        let slot = match session.peer.check(header.epoch, header.seq) {
+            Ok(s) => s,
+            Err(r) => return self.count_reject(r),
+        };
+        // The first server epoch of a session needs no challenge: the session id is new, so
+        // no packet for it can predate this session. Any later epoch must prove itself.
+        let known_before = session.peer.current_epoch().is_some() || session.peer.has_previous();
+        if slot == EpochSlot::New && sealed && known_before {
+            // A new server epoch: admit it only once the server proves it holds the key now.
+            match &mut session.pending {
+                Some(p) if p.epoch != header.epoch => {
+                    self.counters.stale_epoch += 1;
+                }
+                Some(p) => {
+                    if !p.hold(header.seq, payload, path_tag(path)) {
+                        self.counters.held_dropped += 1;
+                    }
+                }
+                None => {
+                    let nonce =
+                        (u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64());
+                    let mut p = Pending::new(header.epoch, nonce, now);
+                    p.hold(header.seq, payload, path_tag(path));
+                    session.pending = Some(p);
+                    self.pending.push(app);
+                    let ch = Challenge {
+                        session: header.session,
+                        epoch: header.epoch,
+                        nonce,
+                    };
+                    self.send_challenge(1 << path, ch);
+                }
+            }
+            return;
+        }
+        session.peer.commit(slot, header.epoch, header.seq);
+        if slot == EpochSlot::New && session.peer.has_previous() {
+            self.counters.peer_restarts += 1;
+        }
+        session.last_active = now;
+        self.deliver(app, payload);
+    }
+
+    fn send_challenge(&mut self, mask: PathMask, ch: Challenge) {
+        let h = self.control_header(PacketType::Challenge);
+        self.counters.challenges_sent += 1;
+        self.send_on(mask, &h, &ch.to_bytes());
+    }
+
+    fn on_challenge(&mut self, now: Instant, path: usize, header: &Header, payload: &[u8]) {
+        let Ok(ch) = Challenge::parse(payload) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if header.session != CONTROL_SESSION || ch.epoch != self.epoch {
+            // Not about us as we are now (an old challenge, or for another instance).
+            return;
+        }
+        let fresh_from = match self
+            .by_id
+            .get(&ch.session)
+            .and_then(|a| self.sessions.get(a))
+        {
+            Some(s) => s.history.fresh_from(now, s.next_seq),
+            // We sent nothing in this session under this epoch: nothing of it is fresh.
+            None => u64::MAX,
+        };
+        let h = self.control_header(PacketType::Response);
+        self.send_on(
+            1 << path,
+            &h,
+            &Response {
+                challenge: ch,
+                fresh_from,
+            }
+            .to_bytes(),
+        );
+    }
+
+    fn on_response(&mut self, header: &Header, payload: &[u8]) {
+        let Ok(r) = Response::parse(payload) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let Some(&app) = self.by_id.get(&r.challenge.session) else {
             return;
         };
         let Some(session) = self.sessions.get_mut(&app) else {
             return;
         };
-        match session.peer.accept(header.epoch, header.seq) {
-            Ok(slot) => {
-                if slot == super::peer::EpochSlot::New && session.peer_seen_before() {
-                    self.counters.peer_restarts += 1;
-                }
-                session.last_active = now;
-                let mut buf = self.pool.get();
-                buf.extend_from_slice(payload);
-                self.counters.local_tx_datagrams += 1;
-                self.counters.local_tx_bytes += payload.len() as u64;
-                self.out.push_back(Transmit {
-                    dest: Dest::Local(app),
-                    data: buf,
-                });
+        let matches = session.pending.as_ref().is_some_and(|p| {
+            p.nonce == r.challenge.nonce && p.epoch == r.challenge.epoch && header.epoch == p.epoch
+        });
+        if !matches {
+            return;
+        }
+        let Some(p) = session.pending.take() else {
+            return;
+        };
+        self.pending.retain(|a| *a != app);
+        self.counters.challenges_answered += 1;
+        let restarted = session.peer.current_epoch().is_some() || session.peer.has_previous();
+        session.peer.admit_epoch(p.epoch, r.fresh_from);
+        if restarted {
+            self.counters.peer_restarts += 1;
+        }
+        let mut released = Vec::new();
+        for (seq, data, _) in p.held {
+            match session.peer.accept(p.epoch, seq) {
+                Ok(_) => released.push(data),
+                Err(_) => self.counters.stale_epoch += 1,
             }
-            Err(r) => self.count_reject(r),
+        }
+        for data in released {
+            self.deliver(app, &data);
         }
     }
 
@@ -294,13 +493,7 @@ impl Client {
             echo_token: probe.token,
             probes_received: received,
         };
-        let h = Header {
-            ptype: PacketType::ProbeAck,
-            flags: 0,
-            session: CONTROL_SESSION,
-            epoch: self.epoch,
-            seq: self.next_control_seq(),
-        };
+        let h = self.control_header(PacketType::ProbeAck);
         self.send_on(1 << path, &h, &ack.to_bytes());
     }
 
@@ -328,6 +521,11 @@ impl Client {
         let Some(session) = self.sessions.get_mut(&app) else {
             return;
         };
+        // Only the current epoch may close: a CLOSE never admits an epoch.
+        if session.peer.current_epoch() != Some(header.epoch) {
+            self.counters.stale_epoch += 1;
+            return;
+        }
         match session.peer.accept(header.epoch, header.seq) {
             Ok(_) => {
                 // The server dropped its state for this session. Keep ours: the app's next
@@ -340,7 +538,7 @@ impl Client {
         }
     }
 
-    /// Timers: probes, path health, idle sessions.
+    /// Timers: probes, path health, challenges, idle sessions.
     pub fn handle_timeout(&mut self, now: Instant) {
         for i in 0..self.paths.len() {
             if let Some(old) = self.paths[i].check_down(now, &self.params) {
@@ -353,16 +551,11 @@ impl Client {
                 );
             }
             if let Some(token) = self.paths[i].poll_probe(now, &self.params) {
-                let h = Header {
-                    ptype: PacketType::Probe,
-                    flags: 0,
-                    session: CONTROL_SESSION,
-                    epoch: self.epoch,
-                    seq: self.next_control_seq(),
-                };
+                let h = self.control_header(PacketType::Probe);
                 self.send_on(1 << i, &h, &Probe { token }.to_bytes());
             }
         }
+        self.retry_challenges(now);
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_INTERVAL;
             let idle = self.params.idle_timeout;
@@ -380,9 +573,49 @@ impl Client {
         }
     }
 
+    fn retry_challenges(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let app = self.pending[i];
+            let Some(session) = self.sessions.get_mut(&app) else {
+                self.pending.swap_remove(i);
+                continue;
+            };
+            let Some(p) = &mut session.pending else {
+                self.pending.swap_remove(i);
+                continue;
+            };
+            if now < p.next_try {
+                i += 1;
+                continue;
+            }
+            if p.tries >= CHALLENGE_TRIES {
+                debug!(
+                    "session {:016x}: server epoch {:016x} never answered",
+                    session.id, p.epoch
+                );
+                self.counters.held_dropped += p.held.len() as u64;
+                session.pending = None;
+                self.pending.swap_remove(i);
+                continue;
+            }
+            p.tries += 1;
+            p.next_try = now + CHALLENGE_RETRY;
+            let ch = Challenge {
+                session: session.id,
+                epoch: p.epoch,
+                nonce: p.nonce,
+            };
+            let mask = self.scheduler.select(self.paths.iter().map(|p| p.state()));
+            self.send_challenge(mask, ch);
+            i += 1;
+        }
+    }
+
     fn remove_session(&mut self, app: SocketAddr) {
         if let Some(s) = self.sessions.remove(&app) {
             self.by_id.remove(&s.id);
+            self.pending.retain(|a| *a != app);
             // Tell the server it can free the session's socket now.
             let h = Header {
                 ptype: PacketType::Close,
@@ -409,6 +642,11 @@ impl Client {
         let mut t = self.next_sweep;
         for p in &self.paths {
             t = t.min(p.next_deadline(&self.params));
+        }
+        for app in &self.pending {
+            if let Some(p) = self.sessions.get(app).and_then(|s| s.pending.as_ref()) {
+                t = t.min(p.next_try);
+            }
         }
         Some(t)
     }
@@ -440,16 +678,10 @@ impl Client {
             epoch: format!("{:016x}", self.epoch),
             uptime_s: now.saturating_duration_since(self.start).as_secs_f64(),
             mode: self.scheduler.mode().name().into(),
+            encrypted: self.codec.sealed(),
             sessions: self.sessions.len(),
             totals: self.counters.clone(),
             paths: self.paths.iter().map(|p| p.stats(now)).collect(),
         }
-    }
-}
-
-impl Session {
-    fn peer_seen_before(&self) -> bool {
-        // Called after a New epoch was committed: a previous epoch means a restart.
-        self.peer.has_previous()
     }
 }

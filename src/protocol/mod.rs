@@ -2,6 +2,8 @@
 //! Nothing here touches a socket or the clock; time is always an argument.
 
 pub mod client;
+pub mod crypto;
+pub mod fresh;
 pub mod packet;
 pub mod params;
 pub mod path;

@@ -136,6 +136,8 @@ pub enum DecodeError {
     SealMismatch,
     /// A control payload of the wrong size.
     BadPayload,
+    /// The AEAD tag does not verify: forged, corrupted, or sealed with another key.
+    Auth,
 }
 
 impl fmt::Display for DecodeError {
@@ -152,6 +154,7 @@ impl fmt::Display for DecodeError {
                 "sealed/unsealed mismatch (key configured on one side only?)"
             ),
             DecodeError::BadPayload => write!(f, "malformed control payload"),
+            DecodeError::Auth => write!(f, "authentication failed (wrong key?)"),
         }
     }
 }
@@ -263,6 +266,79 @@ impl ProbeAck {
     }
 }
 
+/// Payload of a CHALLENGE: "prove you hold the key now, under this epoch".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// The session whose peer epoch is being checked.
+    pub session: u64,
+    /// The epoch the challenger saw and wants confirmed.
+    pub epoch: u64,
+    /// Fresh random value the response must echo.
+    pub nonce: u128,
+}
+
+/// Length of a CHALLENGE payload.
+pub const CHALLENGE_LEN: usize = 32;
+
+impl Challenge {
+    /// Serializes the payload.
+    pub fn to_bytes(self) -> [u8; CHALLENGE_LEN] {
+        let mut b = [0u8; CHALLENGE_LEN];
+        b[0..8].copy_from_slice(&self.session.to_be_bytes());
+        b[8..16].copy_from_slice(&self.epoch.to_be_bytes());
+        b[16..32].copy_from_slice(&self.nonce.to_be_bytes());
+        b
+    }
+
+    /// Parses the payload.
+    pub fn parse(p: &[u8]) -> Result<Self, DecodeError> {
+        if p.len() < CHALLENGE_LEN {
+            return Err(DecodeError::BadPayload);
+        }
+        let mut n = [0u8; 16];
+        n.copy_from_slice(&p[16..32]);
+        Ok(Challenge {
+            session: be_u64(&p[0..8]),
+            epoch: be_u64(&p[8..16]),
+            nonce: u128::from_be_bytes(n),
+        })
+    }
+}
+
+/// Payload of a RESPONSE: the challenge echoed, sealed under the responder's epoch, plus the
+/// lowest sequence the responder sent recently (older ones cannot be in flight any more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// The challenge being answered.
+    pub challenge: Challenge,
+    /// Packets of this session with a lower sequence are refused by the challenger.
+    pub fresh_from: u64,
+}
+
+/// Length of a RESPONSE payload.
+pub const RESPONSE_LEN: usize = CHALLENGE_LEN + 8;
+
+impl Response {
+    /// Serializes the payload.
+    pub fn to_bytes(self) -> [u8; RESPONSE_LEN] {
+        let mut b = [0u8; RESPONSE_LEN];
+        b[..CHALLENGE_LEN].copy_from_slice(&self.challenge.to_bytes());
+        b[CHALLENGE_LEN..].copy_from_slice(&self.fresh_from.to_be_bytes());
+        b
+    }
+
+    /// Parses the payload.
+    pub fn parse(p: &[u8]) -> Result<Self, DecodeError> {
+        if p.len() < RESPONSE_LEN {
+            return Err(DecodeError::BadPayload);
+        }
+        Ok(Response {
+            challenge: Challenge::parse(p)?,
+            fresh_from: be_u64(&p[CHALLENGE_LEN..RESPONSE_LEN]),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +419,18 @@ mod tests {
         assert_eq!(ProbeAck::parse(&a.to_bytes()), Ok(a));
         assert_eq!(ProbeAck::parse(&[0; 5]), Err(DecodeError::BadPayload));
         assert_eq!(Probe::parse(&[]), Err(DecodeError::BadPayload));
+        let c = Challenge {
+            session: 1,
+            epoch: 2,
+            nonce: u128::MAX - 3,
+        };
+        assert_eq!(Challenge::parse(&c.to_bytes()), Ok(c));
+        let r = Response {
+            challenge: c,
+            fresh_from: 99,
+        };
+        assert_eq!(Response::parse(&r.to_bytes()), Ok(r));
+        assert_eq!(Response::parse(&c.to_bytes()), Err(DecodeError::BadPayload));
     }
 
     proptest! {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::crypto::Key;
 use super::window::DEFAULT_WINDOW;
 
 /// Protocol parameters shared by both endpoint kinds.
@@ -23,6 +24,8 @@ pub struct Params {
     pub max_sessions: usize,
     /// Replay window size in packets.
     pub window_size: usize,
+    /// Pre-shared key: with one, every packet is sealed and new peer epochs are challenged.
+    pub key: Option<Key>,
 }
 
 impl Default for Params {
@@ -36,6 +39,7 @@ impl Default for Params {
             idle_timeout: Duration::from_secs(120),
             max_sessions: 1024,
             window_size: DEFAULT_WINDOW,
+            key: None,
         }
     }
 }

@@ -115,6 +115,29 @@ impl PeerWindows {
         }
     }
 
+    /// Admits a new epoch (after a challenge) with a window that refuses every sequence below
+    /// `floor`; the previous epoch's window is kept as with any new epoch.
+    pub fn admit_epoch(&mut self, epoch: u64, floor: u64) {
+        let recycled = self.previous.take();
+        if let Some((old, _)) = &recycled {
+            self.retire(*old);
+        }
+        self.previous = self.current.take();
+        let mut w = match recycled {
+            Some((_, w)) => w,
+            None => ReplayWindow::new(self.window_size),
+        };
+        w.reset_to_floor(floor);
+        self.current = Some((epoch, w));
+    }
+
+    /// The current epoch and the highest sequence accepted in it.
+    pub fn current(&self) -> Option<(u64, u64)> {
+        self.current
+            .as_ref()
+            .and_then(|(e, w)| w.highest().map(|h| (*e, h)))
+    }
+
     /// `check` then `commit`.
     pub fn accept(&mut self, epoch: u64, seq: u64) -> Result<EpochSlot, PeerReject> {
         let slot = self.check(epoch, seq)?;

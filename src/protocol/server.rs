@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use super::crypto::Codec;
+use super::fresh::{Pending, SendHistory, CHALLENGE_RETRY, CHALLENGE_TRIES};
 use super::packet::{
-    self, DecodeError, Header, PacketType, Probe, ProbeAck, CONTROL_SESSION, MAX_DATAGRAM,
+    Challenge, DecodeError, Header, PacketType, Probe, ProbeAck, Response, CONTROL_SESSION,
 };
 use super::params::Params;
 use super::path::PathStats;
@@ -25,6 +27,11 @@ const VALIDATION_RETRY: Duration = Duration::from_millis(250);
 const AMPLIFICATION_FACTOR: u64 = 3;
 /// A bridge address not heard from for this long is forgotten entirely.
 const PATH_FORGET: Duration = Duration::from_secs(300);
+const WARN_EVERY: Duration = Duration::from_secs(10);
+/// Most unknown sessions waiting for a challenge answer at once (keyed mode).
+const PENDING_MAX: usize = 1024;
+/// Most tombstones of removed sessions kept (keyed mode).
+const TOMBSTONES_MAX: usize = 16_384;
 
 /// Session lifecycle events for the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +48,9 @@ struct Session {
     last_active: Instant,
     peer: PeerWindows,
     paths: [Option<SocketAddr>; MAX_SESSION_PATHS],
+    history: SendHistory,
+    /// Keyed mode: a new client epoch waiting for its challenge to be answered.
+    pending: Option<Pending>,
 }
 
 #[derive(Debug)]
@@ -63,10 +73,19 @@ struct BridgePath {
 #[derive(Debug)]
 pub struct Server {
     params: Params,
+    codec: Codec,
     epoch: u64,
     rng: Rng,
     start: Instant,
     sessions: HashMap<u64, Session>,
+    /// Keyed mode: unknown sessions waiting for their challenge to be answered.
+    pending_new: HashMap<u64, Pending>,
+    /// Keyed mode: (client epoch, highest sequence) of removed sessions, so their replays are
+    /// refused even after a successful challenge; oldest first in `tomb_order`.
+    tombstones: HashMap<u64, (u64, u64)>,
+    tomb_order: VecDeque<u64>,
+    scratch: Vec<u8>,
+    last_auth_warn: Option<Instant>,
     paths: HashMap<SocketAddr, BridgePath>,
     max_paths: usize,
     control_seq: u64,
@@ -85,12 +104,19 @@ impl Server {
         let mut rng = Rng::new(seed);
         let epoch = rng.nonzero_u64();
         let max_paths = params.max_sessions.saturating_mul(4).max(64);
+        let codec = Codec::new(params.key.as_ref());
         Server {
             params,
+            codec,
             epoch,
             rng,
             start: now,
             sessions: HashMap::new(),
+            pending_new: HashMap::new(),
+            tombstones: HashMap::new(),
+            tomb_order: VecDeque::new(),
+            scratch: Vec::with_capacity(2048),
+            last_auth_warn: None,
             paths: HashMap::new(),
             max_paths,
             control_seq: 0,
@@ -133,32 +159,45 @@ impl Server {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.counters.net_rx_packets += 1;
         self.counters.net_rx_bytes += bytes.len() as u64;
-        let (header, payload) = match packet::decode(bytes) {
-            Ok(v) => v,
-            Err(DecodeError::Checksum) => {
-                self.counters.checksum_errors += 1;
-                return;
-            }
-            Err(_) => {
-                self.counters.malformed += 1;
-                return;
-            }
+        let header = match self.codec.parse(bytes) {
+            Ok(h) => h,
+            Err(e) => return self.count_decode_error(now, from, e),
         };
+        // Duplicates and replays are refused before paying for verification.
+        if header.ptype == PacketType::Data && !self.precheck_data(&header) {
+            return;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        match self.codec.open(bytes, &mut scratch) {
+            Ok(payload) => self.dispatch(now, from, bytes.len(), &header, payload),
+            Err(e) => self.count_decode_error(now, from, e),
+        }
+        self.scratch = scratch;
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        len: usize,
+        header: &Header,
+        payload: &[u8],
+    ) {
         match header.ptype {
             PacketType::Data => {
                 if header.session == CONTROL_SESSION {
                     self.counters.malformed += 1;
                     return;
                 }
-                self.touch_path(now, from, bytes.len());
-                self.on_data(now, from, &header, payload);
+                self.touch_path(now, from, len);
+                self.on_data(now, from, header, payload);
             }
             PacketType::Probe => {
-                self.touch_path(now, from, bytes.len());
-                self.on_probe(from, &header, payload);
+                self.touch_path(now, from, len);
+                self.on_probe(from, header, payload);
             }
             PacketType::ProbeAck => {
-                self.touch_path(now, from, bytes.len());
+                self.touch_path(now, from, len);
                 if let Ok(ack) = ProbeAck::parse(payload) {
                     if let Some(p) = self.paths.get_mut(&from) {
                         if !p.validated && ack.echo_token == p.token {
@@ -171,11 +210,86 @@ impl Server {
                 }
             }
             PacketType::Close => {
-                self.touch_path(now, from, bytes.len());
-                self.on_close(&header);
+                self.touch_path(now, from, len);
+                self.on_close(header);
+            }
+            PacketType::Challenge => {
+                self.touch_path(now, from, len);
+                self.on_challenge(now, from, header, payload);
+            }
+            PacketType::Response => {
+                self.touch_path(now, from, len);
+                self.on_response(now, from, header, payload);
+            }
+            PacketType::TargetRequest | PacketType::TargetDeny => self.counters.malformed += 1,
+        }
+    }
+
+    fn count_decode_error(&mut self, now: Instant, from: SocketAddr, e: DecodeError) {
+        match e {
+            DecodeError::Checksum => self.counters.checksum_errors += 1,
+            DecodeError::Auth | DecodeError::SealMismatch => {
+                self.counters.auth_failures += 1;
+                if self
+                    .last_auth_warn
+                    .is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY)
+                {
+                    self.last_auth_warn = Some(now);
+                    let why = match (e, self.codec.sealed()) {
+                        (DecodeError::Auth, _) => "the peer uses another key",
+                        (_, true) => "the peer sends plaintext: it has no key",
+                        (_, false) => "the peer encrypts: this side has no key",
+                    };
+                    warn!(
+                        "packets from {from} fail authentication: {why} ({} so far; next report in 10 s)",
+                        self.counters.auth_failures
+                    );
+                }
             }
             _ => self.counters.malformed += 1,
         }
+    }
+
+    /// Window, hold-queue and tombstone checks for DATA before verification; false = dropped.
+    fn precheck_data(&mut self, header: &Header) -> bool {
+        if let Some(session) = self.sessions.get(&header.session) {
+            return match session.peer.check(header.epoch, header.seq) {
+                Err(r) => {
+                    // Still verified and counted in on_data (a duplicate names a path).
+                    if matches!(r, PeerReject::Window(Reject::Duplicate)) {
+                        return true;
+                    }
+                    self.count_reject(r);
+                    false
+                }
+                Ok(_) => match &session.pending {
+                    Some(p) if p.epoch == header.epoch && p.holds(header.seq) => {
+                        self.counters.duplicates += 1;
+                        false
+                    }
+                    _ => true,
+                },
+            };
+        }
+        if self.is_tombstoned(header) {
+            self.counters.stale_epoch += 1;
+            return false;
+        }
+        if self
+            .pending_new
+            .get(&header.session)
+            .is_some_and(|p| p.epoch == header.epoch && p.holds(header.seq))
+        {
+            self.counters.duplicates += 1;
+            return false;
+        }
+        true
+    }
+
+    fn is_tombstoned(&self, header: &Header) -> bool {
+        self.tombstones
+            .get(&header.session)
+            .is_some_and(|&(e, h)| e == header.epoch && header.seq <= h)
     }
 
     fn touch_path(&mut self, now: Instant, from: SocketAddr, len: usize) {
@@ -242,7 +356,7 @@ impl Server {
 
     fn send_to_one(&mut self, addr: SocketAddr, h: &Header, payload: &[u8]) {
         let mut buf = self.pool.get();
-        packet::encode(&mut buf, h, payload);
+        self.codec.encode(&mut buf, h, payload);
         let Some(p) = self.paths.get_mut(&addr) else {
             self.pool.put(buf);
             return;
@@ -275,62 +389,257 @@ impl Server {
         }
     }
 
+    fn create_session(&mut self, now: Instant, id: u64, from: SocketAddr) -> bool {
+        if self.sessions.len() >= self.params.max_sessions {
+            self.counters.session_cap_drops += 1;
+            if self
+                .last_cap_warn
+                .is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY)
+            {
+                self.last_cap_warn = Some(now);
+                warn!(
+                    "session cap ({}) reached: new sessions are refused",
+                    self.params.max_sessions
+                );
+            }
+            return false;
+        }
+        self.sessions.insert(
+            id,
+            Session {
+                next_seq: 1,
+                last_active: now,
+                peer: PeerWindows::new(self.params.window_size),
+                paths: [None; MAX_SESSION_PATHS],
+                history: SendHistory::default(),
+                pending: None,
+            },
+        );
+        self.counters.sessions_opened += 1;
+        self.events.push_back(SessionEvent::Opened(id));
+        debug!("new session {id:016x} via {from}");
+        true
+    }
+
+    fn new_nonce(&mut self) -> u128 {
+        (u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64())
+    }
+
+    fn send_challenge(&mut self, to: SocketAddr, ch: Challenge) {
+        let h = self.control_header(PacketType::Challenge);
+        self.counters.challenges_sent += 1;
+        self.send_to_one(to, &h, &ch.to_bytes());
+    }
+
+    fn control_header(&mut self, ptype: PacketType) -> Header {
+        Header {
+            ptype,
+            flags: 0,
+            session: CONTROL_SESSION,
+            epoch: self.epoch,
+            seq: self.next_control_seq(),
+        }
+    }
+
+    /// Keyed mode, unknown session: hold the packet and challenge its sender, since a
+    /// recorded packet would authenticate just as well as a fresh one.
+    fn hold_unknown(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
+        if let Some(p) = self.pending_new.get_mut(&header.session) {
+            if p.epoch != header.epoch {
+                self.counters.stale_epoch += 1;
+            } else if !p.hold(header.seq, payload, from) {
+                self.counters.held_dropped += 1;
+            }
+            return;
+        }
+        if self.pending_new.len() >= PENDING_MAX {
+            self.counters.held_dropped += 1;
+            return;
+        }
+        let nonce = self.new_nonce();
+        let mut p = Pending::new(header.epoch, nonce, now);
+        p.hold(header.seq, payload, from);
+        self.pending_new.insert(header.session, p);
+        self.send_challenge(
+            from,
+            Challenge {
+                session: header.session,
+                epoch: header.epoch,
+                nonce,
+            },
+        );
+    }
+
     fn on_data(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
+        let sealed = self.codec.sealed();
         if !self.sessions.contains_key(&header.session) {
-            if self.sessions.len() >= self.params.max_sessions {
-                self.counters.session_cap_drops += 1;
-                if self
-                    .last_cap_warn
-                    .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10))
-                {
-                    self.last_cap_warn = Some(now);
-                    warn!(
-                        "session cap ({}) reached: new sessions are refused",
-                        self.params.max_sessions
-                    );
-                }
+            if sealed {
+                return self.hold_unknown(now, from, header, payload);
+            }
+            if !self.create_session(now, header.session, from) {
                 return;
             }
-            self.sessions.insert(
-                header.session,
-                Session {
-                    next_seq: 1,
-                    last_active: now,
-                    peer: PeerWindows::new(self.params.window_size),
-                    paths: [None; MAX_SESSION_PATHS],
-                },
-            );
-            self.counters.sessions_opened += 1;
-            self.events.push_back(SessionEvent::Opened(header.session));
-            debug!("new session {:016x} via {from}", header.session);
         }
+        let nonce = if sealed { self.new_nonce() } else { 0 };
         let Some(session) = self.sessions.get_mut(&header.session) else {
             return;
         };
-        match session.peer.accept(header.epoch, header.seq) {
-            Ok(slot) => {
-                if slot == EpochSlot::New && session.peer.has_previous() {
-                    self.counters.peer_restarts += 1;
-                }
-                session.last_active = now;
-                Self::remember_path(session, from, &self.paths);
-                let mut buf = self.pool.get();
-                buf.extend_from_slice(payload);
-                self.counters.local_tx_datagrams += 1;
-                self.counters.local_tx_bytes += payload.len() as u64;
-                self.out.push_back(Transmit {
-                    dest: Dest::Session(header.session),
-                    data: buf,
-                });
-            }
+        let slot = match session.peer.check(header.epoch, header.seq) {
+            Ok(s) => s,
             Err(r) => {
                 // A duplicate still shows the address is one of the session's paths.
                 if matches!(r, PeerReject::Window(Reject::Duplicate)) {
                     Self::remember_path(session, from, &self.paths);
                 }
-                self.count_reject(r)
+                return self.count_reject(r);
+            }
+        };
+        if slot == EpochSlot::New && sealed {
+            // A session admitted under one client epoch now sees another: prove it first.
+            match &mut session.pending {
+                Some(p) if p.epoch != header.epoch => self.counters.stale_epoch += 1,
+                Some(p) => {
+                    if !p.hold(header.seq, payload, from) {
+                        self.counters.held_dropped += 1;
+                    }
+                }
+                None => {
+                    let mut p = Pending::new(header.epoch, nonce, now);
+                    p.hold(header.seq, payload, from);
+                    session.pending = Some(p);
+                    let ch = Challenge {
+                        session: header.session,
+                        epoch: header.epoch,
+                        nonce,
+                    };
+                    self.send_challenge(from, ch);
+                }
+            }
+            return;
+        }
+        session.peer.commit(slot, header.epoch, header.seq);
+        if slot == EpochSlot::New && session.peer.has_previous() {
+            self.counters.peer_restarts += 1;
+        }
+        session.last_active = now;
+        Self::remember_path(session, from, &self.paths);
+        self.deliver(header.session, payload);
+    }
+
+    fn deliver(&mut self, session: u64, payload: &[u8]) {
+        let mut buf = self.pool.get();
+        buf.extend_from_slice(payload);
+        self.counters.local_tx_datagrams += 1;
+        self.counters.local_tx_bytes += payload.len() as u64;
+        self.out.push_back(Transmit {
+            dest: Dest::Session(session),
+            data: buf,
+        });
+    }
+
+    fn on_challenge(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
+        let Ok(ch) = Challenge::parse(payload) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if header.session != CONTROL_SESSION || ch.epoch != self.epoch {
+            return;
+        }
+        let fresh_from = match self.sessions.get(&ch.session) {
+            Some(s) => s.history.fresh_from(now, s.next_seq),
+            // Nothing sent in this session under this epoch: nothing of it is fresh.
+            None => u64::MAX,
+        };
+        let h = self.control_header(PacketType::Response);
+        self.send_to_one(
+            from,
+            &h,
+            &Response {
+                challenge: ch,
+                fresh_from,
+            }
+            .to_bytes(),
+        );
+    }
+
+    fn on_response(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
+        let Ok(r) = Response::parse(payload) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let id = r.challenge.session;
+        let answers = |p: &Pending| {
+            p.nonce == r.challenge.nonce && p.epoch == r.challenge.epoch && header.epoch == p.epoch
+        };
+        let pending = if self.pending_new.get(&id).is_some_and(answers) {
+            let Some(p) = self.pending_new.remove(&id) else {
+                return;
+            };
+            if !self.create_session(now, id, from) {
+                self.counters.held_dropped += p.held.len() as u64;
+                return;
+            }
+            p
+        } else {
+            match self.sessions.get_mut(&id) {
+                Some(s) if s.pending.as_ref().is_some_and(answers) => match s.pending.take() {
+                    Some(p) => {
+                        self.counters.peer_restarts += 1;
+                        p
+                    }
+                    None => return,
+                },
+                _ => return,
+            }
+        };
+        self.counters.challenges_answered += 1;
+        // Never below what a removed incarnation of this session already delivered.
+        let mut floor = r.fresh_from;
+        if let Some(&(e, h)) = self.tombstones.get(&id) {
+            if e == pending.epoch {
+                floor = floor.max(h.saturating_add(1));
             }
         }
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        session.peer.admit_epoch(pending.epoch, floor);
+        session.last_active = now;
+        let mut released = Vec::new();
+        for (seq, data, src) in pending.held {
+            match session.peer.accept(pending.epoch, seq) {
+                Ok(_) => {
+                    Self::remember_path(session, src, &self.paths);
+                    released.push(data);
+                }
+                Err(_) => self.counters.stale_epoch += 1,
+            }
+        }
+        Self::remember_path(session, from, &self.paths);
+        for data in released {
+            self.deliver(id, &data);
+        }
+    }
+
+    /// Removes a session, leaving a tombstone in the keyed mode.
+    fn remove_session(&mut self, id: u64) -> bool {
+        let Some(s) = self.sessions.remove(&id) else {
+            return false;
+        };
+        if self.codec.sealed() {
+            if let Some(cur) = s.peer.current() {
+                if self.tombstones.insert(id, cur).is_none() {
+                    self.tomb_order.push_back(id);
+                }
+                while self.tomb_order.len() > TOMBSTONES_MAX {
+                    if let Some(old) = self.tomb_order.pop_front() {
+                        self.tombstones.remove(&old);
+                    }
+                }
+            }
+        }
+        self.events.push_back(SessionEvent::Closed(id));
+        true
     }
 
     fn remember_path(
@@ -389,12 +698,16 @@ impl Server {
             // Copies of a CLOSE for a session already gone: nothing to do.
             return;
         };
+        // Only the current epoch may close: a CLOSE never admits an epoch.
+        if session.peer.current_epoch() != Some(header.epoch) {
+            self.counters.stale_epoch += 1;
+            return;
+        }
         match session.peer.accept(header.epoch, header.seq) {
             Ok(_) => {
                 self.counters.close_received += 1;
                 self.counters.sessions_closed += 1;
-                self.sessions.remove(&header.session);
-                self.events.push_back(SessionEvent::Closed(header.session));
+                self.remove_session(header.session);
                 debug!("client closed session {:016x}", header.session);
             }
             Err(r) => self.count_reject(r),
@@ -405,7 +718,7 @@ impl Server {
     pub fn handle_target(&mut self, now: Instant, session: u64, payload: &[u8]) {
         self.counters.local_rx_datagrams += 1;
         self.counters.local_rx_bytes += payload.len() as u64;
-        if payload.len() > MAX_DATAGRAM {
+        if payload.len() > self.codec.max_payload() {
             self.counters.oversized += 1;
             return;
         }
@@ -414,6 +727,7 @@ impl Server {
             return;
         };
         s.last_active = now;
+        s.history.on_send(now, s.next_seq);
         let header = Header {
             ptype: PacketType::Data,
             flags: 0,
@@ -430,7 +744,8 @@ impl Server {
             return;
         };
         let mut buf = self.pool.get();
-        packet::encode(&mut buf, header, payload);
+        // Encoded (and sealed) once; the same bytes go to every address.
+        self.codec.encode(&mut buf, header, payload);
         let len = buf.len() as u64;
         let fresh = self.path_fresh();
         let mut set = AddrSet::default();
@@ -475,9 +790,8 @@ impl Server {
 
     /// The driver could not open a target socket for a session: drop the session.
     pub fn drop_session(&mut self, session: u64) {
-        if self.sessions.remove(&session).is_some() {
+        if self.remove_session(session) {
             self.counters.sessions_closed += 1;
-            self.events.push_back(SessionEvent::Closed(session));
         }
     }
 
@@ -498,6 +812,7 @@ impl Server {
             for a in due {
                 self.maybe_validate(now, a);
             }
+            self.retry_challenges(now);
         }
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_INTERVAL;
@@ -509,14 +824,70 @@ impl Server {
                 .map(|(id, _)| *id)
                 .collect();
             for id in expired {
-                self.sessions.remove(&id);
+                self.remove_session(id);
                 self.counters.sessions_expired += 1;
-                self.events.push_back(SessionEvent::Closed(id));
                 debug!("session {id:016x} expired");
             }
             let forget = PATH_FORGET.max(idle);
             self.paths
                 .retain(|_, p| now.saturating_duration_since(p.last_rx) < forget);
+        }
+    }
+
+    /// Resends unanswered challenges; gives up (dropping the held packets) after a few tries.
+    fn retry_challenges(&mut self, now: Instant) {
+        let mut due: Vec<(SocketAddr, Challenge)> = Vec::new();
+        let mut dropped = 0u64;
+        self.pending_new.retain(|&id, p| {
+            if now < p.next_try {
+                return true;
+            }
+            if p.tries >= CHALLENGE_TRIES {
+                dropped += p.held.len() as u64;
+                return false;
+            }
+            p.tries += 1;
+            p.next_try = now + CHALLENGE_RETRY;
+            for (_, _, from) in &p.held {
+                due.push((
+                    *from,
+                    Challenge {
+                        session: id,
+                        epoch: p.epoch,
+                        nonce: p.nonce,
+                    },
+                ));
+            }
+            true
+        });
+        for (&id, s) in self.sessions.iter_mut() {
+            let Some(p) = &mut s.pending else { continue };
+            if now < p.next_try {
+                continue;
+            }
+            if p.tries >= CHALLENGE_TRIES {
+                dropped += p.held.len() as u64;
+                s.pending = None;
+                continue;
+            }
+            p.tries += 1;
+            p.next_try = now + CHALLENGE_RETRY;
+            for (_, _, from) in &p.held {
+                due.push((
+                    *from,
+                    Challenge {
+                        session: id,
+                        epoch: p.epoch,
+                        nonce: p.nonce,
+                    },
+                ));
+            }
+        }
+        self.counters.held_dropped += dropped;
+        due.sort_by_key(|(a, c)| (*a, c.session));
+        due.dedup_by_key(|(a, c)| (*a, c.session));
+        for (to, ch) in due {
+            self.send_challenge(to, ch);
         }
     }
 
@@ -536,9 +907,8 @@ impl Server {
             };
             s.next_seq += 1;
             self.send_to_session(now, id, &h, &[]);
-            self.sessions.remove(&id);
+            self.remove_session(id);
             self.counters.sessions_closed += 1;
-            self.events.push_back(SessionEvent::Closed(id));
         }
     }
 
@@ -600,6 +970,7 @@ impl Server {
             epoch: format!("{:016x}", self.epoch),
             uptime_s: now.saturating_duration_since(self.start).as_secs_f64(),
             mode: "-".into(),
+            encrypted: self.codec.sealed(),
             sessions: self.sessions.len(),
             totals: self.counters.clone(),
             paths,

@@ -54,6 +54,15 @@ pub struct Counters {
     pub sessions_expired: u64,
     /// CLOSE packets accepted from the peer.
     pub close_received: u64,
+    /// Packets that failed authentication (forged, corrupted, wrong key) or whose sealed/
+    /// unsealed mode does not match ours (key on one side only), dropped.
+    pub auth_failures: u64,
+    /// Challenges sent to confirm a new peer epoch (keyed mode).
+    pub challenges_sent: u64,
+    /// Peer epochs confirmed by a response (keyed mode).
+    pub challenges_answered: u64,
+    /// Packets held for a challenge that was never answered (or over the hold limit), dropped.
+    pub held_dropped: u64,
 }
 
 /// A snapshot of an endpoint.
@@ -67,6 +76,8 @@ pub struct Stats {
     pub uptime_s: f64,
     /// Scheduling mode (client) or `-` (server).
     pub mode: String,
+    /// True when packets are sealed with a key.
+    pub encrypted: bool,
     /// Sessions currently held.
     pub sessions: usize,
     /// Totals.
@@ -86,7 +97,7 @@ impl Stats {
         let t = &self.totals;
         let mut s = format!(
             "{} epoch {} up {:.0}s, {} sessions; local in {} / out {} datagrams; net tx {} rx {} packets; \
-             dropped: {} dup, {} old, {} malformed, {} checksum, {} unknown-session, {} oversized, {} send-errors",
+             dropped: {} dup, {} old, {} malformed, {} checksum, {} auth, {} unknown-session, {} oversized, {} send-errors",
             self.role,
             self.epoch,
             self.uptime_s,
@@ -99,6 +110,7 @@ impl Stats {
             t.too_old,
             t.malformed,
             t.checksum_errors,
+            t.auth_failures,
             t.unknown_session,
             t.oversized,
             t.send_errors,

@@ -56,6 +56,19 @@ impl ReplayWindow {
         self.highest = 0;
     }
 
+    /// Starts over with every sequence below `floor` counted as seen: used when a peer
+    /// epoch is admitted after a challenge, so nothing older than the peer's recent sends
+    /// can get in.
+    pub fn reset_to_floor(&mut self, floor: u64) {
+        if floor == 0 {
+            self.reset();
+            return;
+        }
+        self.bits.fill(u64::MAX);
+        self.highest = floor - 1;
+        self.empty = false;
+    }
+
     /// Would `seq` be accepted? Does not change the window.
     pub fn check(&self, seq: u64) -> Result<(), Reject> {
         if self.empty || seq > self.highest {
@@ -162,6 +175,20 @@ mod tests {
         assert_eq!(w.accept(1100), Ok(()));
         assert_eq!(w.accept(1100), Err(Reject::Duplicate));
         assert_eq!(w.highest(), Some(1200));
+    }
+
+    #[test]
+    fn floor_refuses_everything_below() {
+        let mut w = ReplayWindow::new(64);
+        w.reset_to_floor(1000);
+        assert_eq!(w.check(999), Err(Reject::Duplicate));
+        assert_eq!(w.check(900), Err(Reject::TooOld));
+        assert_eq!(w.accept(1000), Ok(()));
+        assert_eq!(w.accept(1003), Ok(()));
+        assert_eq!(w.accept(1001), Ok(()));
+        assert_eq!(w.accept(999), Err(Reject::Duplicate));
+        w.reset_to_floor(u64::MAX);
+        assert!(w.check(5).is_err());
     }
 
     #[test]

@@ -78,21 +78,56 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code for runtime failures (cannot bind, poll failure).
 pub const EXIT_FAILURE: u8 = 1;
 
-/// Refuses the original tool's encryption switch while this build has no encryption, rather
-/// than silently running in plaintext.
-pub fn check_encrypt_env(prog: &str) -> Result<(), String> {
+/// Applies `MPTUNNEL_KEY` (over a config file's key; `--key-file` overrides it).
+pub fn apply_key_env(c: &mut mptunnel::Config) -> Result<(), String> {
+    if let Ok(v) = std::env::var("MPTUNNEL_KEY") {
+        if !v.trim().is_empty() {
+            c.set("key", &v)
+                .map_err(|e| format!("MPTUNNEL_KEY: {}", e.message))?;
+        }
+    }
+    Ok(())
+}
+
+/// After all options are applied: the original tool's switch `MPTUNNEL_ENCRYPT=1` (also
+/// spelled `MPTUNNELENCRYPT`) without a key is an error that says how to make one.
+pub fn check_encrypt_switch(prog: &str, c: &mptunnel::Config) -> Result<(), String> {
     for var in ["MPTUNNEL_ENCRYPT", "MPTUNNELENCRYPT"] {
         if let Ok(v) = std::env::var(var) {
             let v = v.trim();
-            if !v.is_empty() && v != "0" {
+            if !v.is_empty() && v != "0" && c.params.key.is_none() {
                 return Err(format!(
-                    "{prog}: {var}={v} asks for encryption, which this version of mptunnel does not provide; \
-                     unset {var} to run in plaintext"
+                    "{var}={v} asks for encryption, but no key is set. Make one with\n  \
+                     {prog} genkey > mptunnel.key && chmod 600 mptunnel.key\n\
+                     copy it to the other end, and start both ends with --key-file mptunnel.key \
+                     (or MPTUNNEL_KEY=<key>)"
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// Handles `PROG genkey`: prints a new key. Returns true if it did.
+pub fn maybe_genkey() -> Option<std::process::ExitCode> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() != Some("genkey") {
+        return None;
+    }
+    if let Some(extra) = args.next() {
+        eprintln!("genkey takes no arguments (got '{extra}')");
+        return Some(std::process::ExitCode::from(EXIT_USAGE));
+    }
+    match mptunnel::protocol::crypto::Key::generate() {
+        Ok(k) => {
+            println!("{}", k.to_base64());
+            Some(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("cannot generate a key: {e}");
+            Some(std::process::ExitCode::from(EXIT_FAILURE))
+        }
+    }
 }
 
 /// Runs a configured tunnel until SIGINT/SIGTERM, printing errors the way the tools do.
@@ -161,6 +196,10 @@ pub struct CommonOpts {
     /// Replay/duplicate window in packets, a multiple of 64 (default 8192).
     #[arg(long, value_name = "PACKETS")]
     pub window: Option<String>,
+    /// Encrypt and authenticate with the pre-shared key in FILE (44 base64 characters, as
+    /// printed by `genkey`); the same key on both ends. MPTUNNEL_KEY=<key> works too.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<String>,
 }
 
 impl CommonOpts {
@@ -174,6 +213,7 @@ impl CommonOpts {
             ("idle-timeout", &self.idle_timeout),
             ("max-sessions", &self.max_sessions),
             ("window", &self.window),
+            ("key-file", &self.key_file),
         ];
         for (k, v) in pairs {
             if let Some(v) = v {
@@ -196,4 +236,7 @@ pub fn init_logging_from(prog: &'static str, c: &mptunnel::Config) {
         .and_then(Result::ok)
         .unwrap_or(log::LevelFilter::Warn);
     init_logger(prog, level);
+    for w in &c.warnings {
+        log::warn!("{w}");
+    }
 }

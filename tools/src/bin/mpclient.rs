@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mptunnel::{Config, Role};
-use mptunnel_tools::{check_encrypt_env, init_logging_from, run_tunnel, CommonOpts, EXIT_USAGE};
+use mptunnel_tools::{
+    apply_key_env, check_encrypt_switch, init_logging_from, maybe_genkey, run_tunnel, CommonOpts,
+    EXIT_USAGE,
+};
 
 /// Multipath UDP tunnel, client side.
 ///
@@ -19,7 +22,7 @@ use mptunnel_tools::{check_encrypt_env, init_logging_from, run_tunnel, CommonOpt
 #[command(
     name = "mpclient",
     version,
-    after_help = "Examples:\n  mpclient 4000 client.conf\n  mpclient --listen 127.0.0.1:4000 client.conf\n  \
+    after_help = "Encryption: `mpclient genkey > mptunnel.key`, then --key-file mptunnel.key on both ends.\n\nExamples:\n  mpclient 4000 client.conf\n  mpclient --listen 127.0.0.1:4000 client.conf\n  \
                   mpclient --listen [::1]:4000 --path 10.0.0.2:4001 --path 10.0.0.3:4001"
 )]
 struct Args {
@@ -73,17 +76,18 @@ fn build(args: &Args) -> Result<Config, String> {
     if let Some(m) = &args.mode {
         c.set("mode", m).map_err(|e| format!("--mode: {e}"))?;
     }
+    apply_key_env(&mut c)?;
     args.common.apply(&mut c).map_err(|e| e.to_string())?;
+    check_encrypt_switch("mpclient", &c)?;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if let Err(e) = check_encrypt_env("mpclient") {
-        eprintln!("{e}");
-        return ExitCode::from(EXIT_USAGE);
+    if let Some(code) = maybe_genkey() {
+        return code;
     }
+    let args = Args::parse();
     let config = match build(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -4,7 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mptunnel::{Config, Role};
-use mptunnel_tools::{check_encrypt_env, init_logging_from, run_tunnel, CommonOpts, EXIT_USAGE};
+use mptunnel_tools::{
+    apply_key_env, check_encrypt_switch, init_logging_from, maybe_genkey, run_tunnel, CommonOpts,
+    EXIT_USAGE,
+};
 
 /// Multipath UDP tunnel, server side.
 ///
@@ -16,7 +19,7 @@ use mptunnel_tools::{check_encrypt_env, init_logging_from, run_tunnel, CommonOpt
 #[command(
     name = "mpserver",
     version,
-    after_help = "Examples:\n  mpserver 2000 localhost 6666\n  mpserver --listen 0.0.0.0:2000 --target 127.0.0.1:6666\n  \
+    after_help = "Encryption: `mpserver genkey > mptunnel.key`, then --key-file mptunnel.key on both ends.\n\nExamples:\n  mpserver 2000 localhost 6666\n  mpserver --listen 0.0.0.0:2000 --target 127.0.0.1:6666\n  \
                   mpserver --listen [::]:2000 --target [::1]:6666"
 )]
 struct Args {
@@ -74,17 +77,18 @@ fn build(args: &Args) -> Result<Config, String> {
     if let Some(t) = &args.target {
         c.set("target", t).map_err(|e| format!("--target: {e}"))?;
     }
+    apply_key_env(&mut c)?;
     args.common.apply(&mut c).map_err(|e| e.to_string())?;
+    check_encrypt_switch("mpserver", &c)?;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if let Err(e) = check_encrypt_env("mpserver") {
-        eprintln!("{e}");
-        return ExitCode::from(EXIT_USAGE);
+    if let Some(code) = maybe_genkey() {
+        return code;
     }
+    let args = Args::parse();
     let config = match build(&args) {
         Ok(c) => c,
         Err(e) => {
