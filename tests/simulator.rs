@@ -731,9 +731,14 @@ fn keyed_restarts_of_either_side_resume() {
         lost.len(),
         &lost[..lost.len().min(20)]
     );
-    assert!(lost
-        .iter()
-        .all(|n| n.abs_diff(at_server_restart) <= 25 || n.abs_diff(at_client_restart) <= 25));
+    // (Also the first few: the server starts with the traffic, so the client cannot tell them
+    // from packets a previous server instance might have seen.)
+    assert!(
+        lost.iter().all(|n| *n <= 15
+            || n.abs_diff(at_server_restart) <= 25
+            || n.abs_diff(at_client_restart) <= 25),
+        "{lost:?}"
+    );
     assert!(
         sim.client.counters().challenges_answered >= 1
             || sim.server.counters().challenges_answered >= 1
@@ -781,6 +786,8 @@ fn keyed_replays_after_expiry_are_refused() {
     let mut none = vec![];
     sim.run(Duration::from_secs(5), 1.0, 0, 0, &mut none);
     assert_eq!(sim.server.session_count(), 0, "expired");
+    let delivered = sim.server.counters().local_tx_datagrams;
+    assert!(delivered >= c[0] - 5, "{delivered} of {}", c[0]);
     // The client still holds its session (its own idle timer is the same, but it also
     // refreshed on replies); replay everything.
     let now = sim.now;
@@ -792,7 +799,7 @@ fn keyed_replays_after_expiry_are_refused() {
     sim.assert_clean();
     assert_eq!(
         sim.server.counters().local_tx_datagrams,
-        c[0],
+        delivered,
         "no replay reached the target"
     );
 }

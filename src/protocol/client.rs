@@ -389,8 +389,11 @@ impl Client {
                         session: header.session,
                         epoch: header.epoch,
                         nonce,
+                        uptime_ms: now.saturating_duration_since(self.start).as_millis() as u64,
                     };
-                    self.send_challenge(1 << path, ch);
+                    // On every path: one lost challenge would stall the session.
+                    let mask = self.scheduler.select(self.paths.iter().map(|p| p.state()));
+                    self.send_challenge(mask | (1 << path), ch);
                 }
             }
             return;
@@ -423,7 +426,21 @@ impl Client {
             .get(&ch.session)
             .and_then(|a| self.sessions.get(a))
         {
-            Some(s) => s.history.fresh_from(now, s.next_seq),
+            Some(s) => {
+                // What we sent before the challenger started may have reached its previous
+                // instance: only later packets are fresh to it.
+                // The challenge took about half a round trip to come, and a packet needs about
+                // as long to arrive: subtract the fastest path's RTT (0 while unmeasured).
+                let rtt = self
+                    .paths
+                    .iter()
+                    .filter_map(|p| p.srtt())
+                    .min()
+                    .unwrap_or_default();
+                let back = Duration::from_millis(ch.uptime_ms) + rtt;
+                let since = now.checked_sub(back).unwrap_or(self.start);
+                s.history.first_sent_since(since, s.next_seq)
+            }
             // We sent nothing in this session under this epoch: nothing of it is fresh.
             None => u64::MAX,
         };
@@ -605,6 +622,7 @@ impl Client {
                 session: session.id,
                 epoch: p.epoch,
                 nonce: p.nonce,
+                uptime_ms: now.saturating_duration_since(self.start).as_millis() as u64,
             };
             let mask = self.scheduler.select(self.paths.iter().map(|p| p.state()));
             self.send_challenge(mask, ch);

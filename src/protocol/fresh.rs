@@ -7,15 +7,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Most packets held per pending epoch.
-pub const HOLD_MAX: usize = 64;
-/// Interval between challenge retries.
-pub const CHALLENGE_RETRY: Duration = Duration::from_millis(200);
-/// Challenges sent before the held packets are given up.
-pub const CHALLENGE_TRIES: u32 = 5;
-/// How far back a responder counts its sends as possibly still in flight.
-pub const FRESH_HORIZON: Duration = Duration::from_secs(2);
-const HISTORY: usize = 8;
-const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+pub const HOLD_MAX: usize = 128;
+/// Interval between challenge retries (short: a lost challenge delays the whole session).
+pub const CHALLENGE_RETRY: Duration = Duration::from_millis(50);
+/// Challenges sent (per address) before the held packets are given up (about 1 s).
+pub const CHALLENGE_TRIES: u32 = 20;
+const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+const HISTORY: usize = 256;
 
 /// A peer epoch waiting for its challenge to be answered.
 #[derive(Debug)]
@@ -30,6 +28,8 @@ pub struct Pending {
     pub next_try: Instant,
     /// Challenges sent so far.
     pub tries: u32,
+    /// Addresses the packets came from (the challenge goes to each).
+    pub addrs: Vec<SocketAddr>,
 }
 
 impl Pending {
@@ -41,7 +41,17 @@ impl Pending {
             held: Vec::new(),
             next_try: now + CHALLENGE_RETRY,
             tries: 1,
+            addrs: Vec::new(),
         }
+    }
+
+    /// Notes an address packets of this epoch came from; true if it is new (challenge it).
+    pub fn note_addr(&mut self, a: SocketAddr) -> bool {
+        if self.addrs.contains(&a) || self.addrs.len() >= 8 {
+            return false;
+        }
+        self.addrs.push(a);
+        true
     }
 
     /// True if a packet with `seq` is already held (a duplicate copy).
@@ -59,34 +69,45 @@ impl Pending {
     }
 }
 
-/// Coarse record of which sequence numbers were sent when, to answer "which of my packets
-/// could still be in flight" in a RESPONSE.
+/// Record of which sequence numbers were sent when (sampled every 10 ms, about 2.5 s deep),
+/// to answer a challenge with the first sequence sent after the challenger started.
 #[derive(Clone, Debug, Default)]
 pub struct SendHistory {
-    samples: [Option<(Instant, u64)>; HISTORY],
+    samples: Box<[(Instant, u64)]>,
+    len: usize,
     next: usize,
 }
 
 impl SendHistory {
-    /// Records that `seq` is being sent at `now` (sampled every 250 ms).
+    /// Records that `seq` is being sent at `now`.
     pub fn on_send(&mut self, now: Instant, seq: u64) {
-        let last = self.samples[(self.next + HISTORY - 1) % HISTORY];
-        if last.is_some_and(|(t, _)| now.saturating_duration_since(t) < SAMPLE_EVERY) {
-            return;
+        if self.samples.is_empty() {
+            self.samples = vec![(now, 0); HISTORY].into_boxed_slice();
         }
-        self.samples[self.next] = Some((now, seq));
+        if self.len > 0 {
+            let last = self.samples[(self.next + HISTORY - 1) % HISTORY];
+            if now.saturating_duration_since(last.0) < SAMPLE_EVERY {
+                return;
+            }
+        }
+        self.samples[self.next] = (now, seq);
         self.next = (self.next + 1) % HISTORY;
+        self.len = (self.len + 1).min(HISTORY);
     }
 
-    /// The lowest sequence sent within the horizon, or `next_seq` if nothing was.
-    pub fn fresh_from(&self, now: Instant, next_seq: u64) -> u64 {
-        self.samples
-            .iter()
-            .flatten()
-            .filter(|(t, _)| now.saturating_duration_since(*t) <= FRESH_HORIZON)
-            .map(|(_, s)| *s)
-            .min()
-            .unwrap_or(next_seq)
+    /// The first sequence known to be sent at or after `since` (`next_seq` if none was):
+    /// packets below it may have reached the peer's previous instance already. Between two
+    /// samples it rounds up (refusing a few packets rather than admitting an old one). When
+    /// the record does not reach back to `since`, its oldest entry (about 2.5 s back).
+    pub fn first_sent_since(&self, since: Instant, next_seq: u64) -> u64 {
+        let oldest = (self.next + HISTORY - self.len) % HISTORY;
+        for k in 0..self.len {
+            let (t, s) = self.samples[(oldest + k) % HISTORY];
+            if t >= since {
+                return s;
+            }
+        }
+        next_seq
     }
 }
 
@@ -95,18 +116,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn history_reports_the_oldest_recent_send() {
+    fn history_answers_first_send_since() {
         let t0 = Instant::now();
         let mut h = SendHistory::default();
-        assert_eq!(h.fresh_from(t0, 1), 1);
-        for i in 0..40u64 {
-            h.on_send(t0 + Duration::from_millis(100 * i), 10 + i);
+        assert_eq!(h.first_sent_since(t0, 1), 1);
+        for i in 0..100u64 {
+            h.on_send(t0 + Duration::from_millis(10 * i), 1 + i);
         }
-        let now = t0 + Duration::from_millis(3900);
-        let f = h.fresh_from(now, 50);
-        // Sends from the last ~2 s (3.9 s - 2 s = 1.9 s, i.e. seq ~29), sampled every 250 ms.
-        assert!((29..=32).contains(&f), "{f}");
-        assert_eq!(h.fresh_from(now + Duration::from_secs(10), 50), 50);
+        // Everything since the start.
+        assert_eq!(h.first_sent_since(t0, 101), 1);
+        assert_eq!(h.first_sent_since(t0 - Duration::from_secs(5), 101), 1);
+        // Exactly on a sample, and between samples (rounded up: never a packet sent before).
+        assert_eq!(h.first_sent_since(t0 + Duration::from_millis(500), 101), 51);
+        assert_eq!(h.first_sent_since(t0 + Duration::from_millis(505), 101), 52);
+        // After the last send: nothing sent since.
+        assert_eq!(h.first_sent_since(t0 + Duration::from_secs(2), 101), 101);
+        // A long-running session: the record reaches back ~2.5 s only.
+        for i in 100..1000u64 {
+            h.on_send(t0 + Duration::from_millis(10 * i), 1 + i);
+        }
+        assert_eq!(h.first_sent_since(t0, 1001), 1000 - 256 + 1);
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub struct Server {
     tomb_order: VecDeque<u64>,
     scratch: Vec<u8>,
     last_auth_warn: Option<Instant>,
+    /// Earliest challenge retry due (keyed mode), if any is pending.
+    next_challenge: Option<Instant>,
     paths: HashMap<SocketAddr, BridgePath>,
     max_paths: usize,
     control_seq: u64,
@@ -117,6 +119,7 @@ impl Server {
             tomb_order: VecDeque::new(),
             scratch: Vec::with_capacity(2048),
             last_auth_warn: None,
+            next_challenge: None,
             paths: HashMap::new(),
             max_paths,
             control_seq: 0,
@@ -164,7 +167,7 @@ impl Server {
             Err(e) => return self.count_decode_error(now, from, e),
         };
         // Duplicates and replays are refused before paying for verification.
-        if header.ptype == PacketType::Data && !self.precheck_data(&header) {
+        if header.ptype == PacketType::Data && !self.precheck_data(now, from, &header) {
             return;
         }
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -251,8 +254,39 @@ impl Server {
     }
 
     /// Window, hold-queue and tombstone checks for DATA before verification; false = dropped.
-    fn precheck_data(&mut self, header: &Header) -> bool {
-        if let Some(session) = self.sessions.get(&header.session) {
+    fn precheck_data(&mut self, now: Instant, from: SocketAddr, header: &Header) -> bool {
+        let uptime_ms = self.uptime_ms(now);
+        let mut challenge_to = None;
+        let keep = self.precheck_inner(from, header, uptime_ms, &mut challenge_to);
+        if let Some(ch) = challenge_to {
+            // A copy from another path: challenge that path too, in case the first is lossy.
+            self.send_challenge(from, ch);
+        }
+        keep
+    }
+
+    fn uptime_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    fn precheck_inner(
+        &mut self,
+        from: SocketAddr,
+        header: &Header,
+        uptime_ms: u64,
+        challenge_to: &mut Option<Challenge>,
+    ) -> bool {
+        let held_dup = |p: &mut Pending, out: &mut Option<Challenge>| {
+            if p.note_addr(from) {
+                *out = Some(Challenge {
+                    session: header.session,
+                    epoch: p.epoch,
+                    nonce: p.nonce,
+                    uptime_ms,
+                });
+            }
+        };
+        if let Some(session) = self.sessions.get_mut(&header.session) {
             return match session.peer.check(header.epoch, header.seq) {
                 Err(r) => {
                     // Still verified and counted in on_data (a duplicate names a path).
@@ -262,8 +296,9 @@ impl Server {
                     self.count_reject(r);
                     false
                 }
-                Ok(_) => match &session.pending {
+                Ok(_) => match &mut session.pending {
                     Some(p) if p.epoch == header.epoch && p.holds(header.seq) => {
+                        held_dup(p, challenge_to);
                         self.counters.duplicates += 1;
                         false
                     }
@@ -275,13 +310,12 @@ impl Server {
             self.counters.stale_epoch += 1;
             return false;
         }
-        if self
-            .pending_new
-            .get(&header.session)
-            .is_some_and(|p| p.epoch == header.epoch && p.holds(header.seq))
-        {
-            self.counters.duplicates += 1;
-            return false;
+        if let Some(p) = self.pending_new.get_mut(&header.session) {
+            if p.epoch == header.epoch && p.holds(header.seq) {
+                held_dup(p, challenge_to);
+                self.counters.duplicates += 1;
+                return false;
+            }
         }
         true
     }
@@ -444,11 +478,23 @@ impl Server {
     /// Keyed mode, unknown session: hold the packet and challenge its sender, since a
     /// recorded packet would authenticate just as well as a fresh one.
     fn hold_unknown(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
+        let uptime_ms = self.uptime_ms(now);
         if let Some(p) = self.pending_new.get_mut(&header.session) {
             if p.epoch != header.epoch {
                 self.counters.stale_epoch += 1;
-            } else if !p.hold(header.seq, payload, from) {
+                return;
+            }
+            if !p.hold(header.seq, payload, from) {
                 self.counters.held_dropped += 1;
+            }
+            if p.note_addr(from) {
+                let ch = Challenge {
+                    session: header.session,
+                    epoch: p.epoch,
+                    nonce: p.nonce,
+                    uptime_ms,
+                };
+                self.send_challenge(from, ch);
             }
             return;
         }
@@ -459,15 +505,19 @@ impl Server {
         let nonce = self.new_nonce();
         let mut p = Pending::new(header.epoch, nonce, now);
         p.hold(header.seq, payload, from);
-        self.pending_new.insert(header.session, p);
-        self.send_challenge(
-            from,
-            Challenge {
-                session: header.session,
-                epoch: header.epoch,
-                nonce,
-            },
+        p.note_addr(from);
+        self.next_challenge = Some(
+            self.next_challenge
+                .map_or(p.next_try, |t| t.min(p.next_try)),
         );
+        self.pending_new.insert(header.session, p);
+        let ch = Challenge {
+            session: header.session,
+            epoch: header.epoch,
+            nonce,
+            uptime_ms,
+        };
+        self.send_challenge(from, ch);
     }
 
     fn on_data(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
@@ -481,6 +531,7 @@ impl Server {
             }
         }
         let nonce = if sealed { self.new_nonce() } else { 0 };
+        let uptime_ms = self.uptime_ms(now);
         let Some(session) = self.sessions.get_mut(&header.session) else {
             return;
         };
@@ -502,17 +553,39 @@ impl Server {
                     if !p.hold(header.seq, payload, from) {
                         self.counters.held_dropped += 1;
                     }
+                    if p.note_addr(from) {
+                        let ch = Challenge {
+                            session: header.session,
+                            epoch: p.epoch,
+                            nonce: p.nonce,
+                            uptime_ms,
+                        };
+                        self.send_challenge(from, ch);
+                    }
                 }
                 None => {
                     let mut p = Pending::new(header.epoch, nonce, now);
                     p.hold(header.seq, payload, from);
+                    // Challenge every path this session uses, not only the one that spoke.
+                    p.note_addr(from);
+                    for a in session.paths.iter().flatten() {
+                        p.note_addr(*a);
+                    }
+                    let targets = p.addrs.clone();
+                    self.next_challenge = Some(
+                        self.next_challenge
+                            .map_or(p.next_try, |t| t.min(p.next_try)),
+                    );
                     session.pending = Some(p);
                     let ch = Challenge {
                         session: header.session,
                         epoch: header.epoch,
                         nonce,
+                        uptime_ms,
                     };
-                    self.send_challenge(from, ch);
+                    for to in targets {
+                        self.send_challenge(to, ch);
+                    }
                 }
             }
             return;
@@ -546,7 +619,14 @@ impl Server {
             return;
         }
         let fresh_from = match self.sessions.get(&ch.session) {
-            Some(s) => s.history.fresh_from(now, s.next_seq),
+            Some(s) => {
+                // What we sent before the challenger started may have reached its previous
+                // instance: only later packets are fresh to it.
+                let since = now
+                    .checked_sub(Duration::from_millis(ch.uptime_ms))
+                    .unwrap_or(self.start);
+                s.history.first_sent_since(since, s.next_seq)
+            }
             // Nothing sent in this session under this epoch: nothing of it is fresh.
             None => u64::MAX,
         };
@@ -812,8 +892,8 @@ impl Server {
             for a in due {
                 self.maybe_validate(now, a);
             }
-            self.retry_challenges(now);
         }
+        self.retry_challenges(now);
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_INTERVAL;
             let idle = self.params.idle_timeout;
@@ -834,58 +914,45 @@ impl Server {
         }
     }
 
-    /// Resends unanswered challenges; gives up (dropping the held packets) after a few tries.
+    /// Resends unanswered challenges to every address the pending packets came from; gives
+    /// up (dropping the held packets) after about a second.
     fn retry_challenges(&mut self, now: Instant) {
+        if self.next_challenge.is_none_or(|t| now < t) {
+            return;
+        }
+        let uptime_ms = self.uptime_ms(now);
         let mut due: Vec<(SocketAddr, Challenge)> = Vec::new();
         let mut dropped = 0u64;
-        self.pending_new.retain(|&id, p| {
-            if now < p.next_try {
-                return true;
+        let mut next: Option<Instant> = None;
+        let mut step = |id: u64, p: &mut Pending| -> bool {
+            if now >= p.next_try {
+                if p.tries >= CHALLENGE_TRIES {
+                    dropped += p.held.len() as u64;
+                    return false;
+                }
+                p.tries += 1;
+                p.next_try = now + CHALLENGE_RETRY;
+                let ch = Challenge {
+                    session: id,
+                    epoch: p.epoch,
+                    nonce: p.nonce,
+                    uptime_ms,
+                };
+                due.extend(p.addrs.iter().map(|a| (*a, ch)));
             }
-            if p.tries >= CHALLENGE_TRIES {
-                dropped += p.held.len() as u64;
-                return false;
-            }
-            p.tries += 1;
-            p.next_try = now + CHALLENGE_RETRY;
-            for (_, _, from) in &p.held {
-                due.push((
-                    *from,
-                    Challenge {
-                        session: id,
-                        epoch: p.epoch,
-                        nonce: p.nonce,
-                    },
-                ));
-            }
+            next = Some(next.map_or(p.next_try, |t| t.min(p.next_try)));
             true
-        });
+        };
+        self.pending_new.retain(|&id, p| step(id, p));
         for (&id, s) in self.sessions.iter_mut() {
-            let Some(p) = &mut s.pending else { continue };
-            if now < p.next_try {
-                continue;
-            }
-            if p.tries >= CHALLENGE_TRIES {
-                dropped += p.held.len() as u64;
-                s.pending = None;
-                continue;
-            }
-            p.tries += 1;
-            p.next_try = now + CHALLENGE_RETRY;
-            for (_, _, from) in &p.held {
-                due.push((
-                    *from,
-                    Challenge {
-                        session: id,
-                        epoch: p.epoch,
-                        nonce: p.nonce,
-                    },
-                ));
+            if let Some(p) = &mut s.pending {
+                if !step(id, p) {
+                    s.pending = None;
+                }
             }
         }
+        self.next_challenge = next;
         self.counters.held_dropped += dropped;
-        due.sort_by_key(|(a, c)| (*a, c.session));
-        due.dedup_by_key(|(a, c)| (*a, c.session));
         for (to, ch) in due {
             self.send_challenge(to, ch);
         }
@@ -914,7 +981,8 @@ impl Server {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next_tick.min(self.next_sweep))
+        let t = self.next_tick.min(self.next_sweep);
+        Some(self.next_challenge.map_or(t, |c| c.min(t)))
     }
 
     /// Next packet or delivery for the driver.
