@@ -43,8 +43,10 @@ run() { "$BIN/mpperf" load --target "127.0.0.1:$1" --rate "$2" --size "$SIZE" --
 echo "datagrams of $SIZE bytes, $DURATION s per run, round trips per second received"
 printf '%8s | %9s %7s %7s | %9s %7s %7s | %9s %7s | %9s %9s\n' \
     offered plain loss p50ms encrypted loss p50ms one-hop p50ms enc/plain plain/hop
+: > "$LOGS/rows"
 for r in $RATES; do
     p=$(run "$PLAIN" "$r"); e=$(run "$SEALED" "$r"); d=$(run "$DIRECT" "$r")
+    echo "$r $p" >> "$LOGS/plain"; echo "$r $e" >> "$LOGS/sealed"; echo "$r $d" >> "$LOGS/direct"
     python3 - "$r" "$p" "$e" "$d" <<'PY'
 import json, sys
 r = sys.argv[1]
@@ -56,3 +58,18 @@ print(f"{r:>8} | {p['throughput_pps']:>9.0f} {p['loss_pct']:>6.2f}% {p50(p):>7.3
       f"{d['throughput_pps']:>9.0f} {p50(d):>7.3f} | {ratio(e, p):>9.2f} {ratio(p, d):>9.2f}")
 PY
 done
+python3 - "$LOGS/plain" "$LOGS/sealed" "$LOGS/direct" <<'PY'
+import json, sys
+best = []
+for path in sys.argv[1:]:
+    rows = [json.loads(line.split(" ", 1)[1]) for line in open(path)]
+    best.append(max(r["throughput_pps"] for r in rows))
+p, e, d = best
+print()
+print(f"saturation (best delivered rate over the sweep): plain tunnel {p:.0f}/s, "
+      f"encrypted tunnel {e:.0f}/s, one hop {d:.0f}/s")
+print(f"encrypted / plain = {e / p:.2f}; plain tunnel / one hop = {p / d:.2f}")
+PY
+echo
+echo "== cost of sealing one packet (cargo bench --bench seal)"
+cargo bench -q --bench seal 2>/dev/null | tail -2

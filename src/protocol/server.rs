@@ -289,8 +289,12 @@ impl Server {
         if let Some(session) = self.sessions.get_mut(&header.session) {
             return match session.peer.check(header.epoch, header.seq) {
                 Err(r) => {
-                    // Still verified and counted in on_data (a duplicate names a path).
-                    if matches!(r, PeerReject::Window(Reject::Duplicate)) {
+                    // A duplicate from an address the session does not use yet names a new
+                    // path: verify it (in on_data) before trusting that. From a known path it
+                    // is just another copy: no decryption.
+                    if matches!(r, PeerReject::Window(Reject::Duplicate))
+                        && !session.paths.contains(&Some(from))
+                    {
                         return true;
                     }
                     self.count_reject(r);
