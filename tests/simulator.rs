@@ -819,3 +819,26 @@ fn keyed_corruption_is_an_auth_failure_never_a_delivery() {
     assert!(sim.server.counters().auth_failures > 100);
     assert_eq!(sim.server.counters().checksum_errors, 0);
 }
+
+#[test]
+fn duplicating_paths_do_not_skew_path_figures() {
+    // Every packet arrives twice: probe counts must not double, or a clean path would
+    // look 50 % lossy (each ack is matched once, each probe counted twice).
+    let link = Link {
+        duplicate: 1.0,
+        delay_ms: 5.0,
+        jitter_ms: 2.0,
+        ..Link::default()
+    };
+    let mut sim = Sim::new(3, link, Params::default(), 30);
+    let mut none = vec![];
+    sim.run(Duration::from_secs(10), 1.0, 0, 0, &mut none);
+    for p in sim.client.stats(sim.now).paths {
+        assert_eq!(p.state, "up", "{p:?}");
+        assert!(
+            p.loss_in.unwrap_or(1.0) < 0.05 && p.loss_out.unwrap_or(1.0) < 0.05,
+            "{p:?}"
+        );
+    }
+    assert!(sim.server.counters().duplicates > 50);
+}

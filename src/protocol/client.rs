@@ -269,6 +269,13 @@ impl Client {
                         old.name()
                     );
                 }
+                if header.session == CONTROL_SESSION {
+                    if let Err(r) = self.paths[path].accept_control(header.epoch, header.seq) {
+                        self.count_reject(r);
+                        self.scratch = scratch;
+                        return;
+                    }
+                }
                 match header.ptype {
                     PacketType::Data => self.on_data(now, path, &header, payload),
                     PacketType::Probe => self.on_probe(path, &header, payload),

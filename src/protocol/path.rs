@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::packet::ProbeAck;
 use super::params::Params;
+use super::peer::{PeerReject, PeerWindows};
 
 /// Health of a path as seen by its prober.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -32,6 +33,8 @@ impl PathState {
 }
 
 const SENT_RING: usize = 64;
+/// Window for the peer's control packets on one path.
+pub const CONTROL_WINDOW: usize = 1024;
 /// Acks kept for the loss estimate (about 4 s at the default probe rate).
 const LOSS_SAMPLES: usize = 17;
 /// Fewest acks before a loss figure is trusted.
@@ -88,6 +91,9 @@ pub struct ClientPath {
     srtt: Option<Duration>,
     peer_probe_epoch: u64,
     peer_probes_rx: u64,
+    /// Dedup of the peer's control packets on this path (duplicating or replaying bridges
+    /// must not skew the probe counts that loss figures come from).
+    control: PeerWindows,
     tx_packets: u64,
     tx_bytes: u64,
     rx_packets: u64,
@@ -113,6 +119,7 @@ impl ClientPath {
             srtt: None,
             peer_probe_epoch: 0,
             peer_probes_rx: 0,
+            control: PeerWindows::new(CONTROL_WINDOW),
             tx_packets: 0,
             tx_bytes: 0,
             rx_packets: 0,
@@ -162,6 +169,12 @@ impl ClientPath {
             return Some(old);
         }
         None
+    }
+
+    /// Admits a control packet (session 0) from the peer once; duplicates and replays are
+    /// refused.
+    pub fn accept_control(&mut self, epoch: u64, seq: u64) -> Result<(), PeerReject> {
+        self.control.accept(epoch, seq).map(|_| ())
     }
 
     /// The peer probed us on this path; returns how many of its probes (from `peer_epoch`)

@@ -13,7 +13,7 @@ use super::packet::{
     Challenge, DecodeError, Header, PacketType, Probe, ProbeAck, Response, CONTROL_SESSION,
 };
 use super::params::Params;
-use super::path::PathStats;
+use super::path::{PathStats, CONTROL_WINDOW};
 use super::peer::{EpochSlot, PeerReject, PeerWindows};
 use super::rng::Rng;
 use super::stats::{Counters, Stats};
@@ -63,6 +63,8 @@ struct BridgePath {
     tx_bytes_unvalidated: u64,
     peer_probe_epoch: u64,
     peer_probes_rx: u64,
+    /// Dedup of control packets from this address (see `ClientPath::accept_control`).
+    control: PeerWindows,
     rx_packets: u64,
     rx_bytes: u64,
     tx_packets: u64,
@@ -178,6 +180,25 @@ impl Server {
         self.scratch = scratch;
     }
 
+    /// Control packets (session 0) count once per address; duplicates and replays would
+    /// skew probe counts and trigger extra answers.
+    fn control_fresh(&mut self, from: SocketAddr, header: &Header) -> bool {
+        if header.session != CONTROL_SESSION {
+            return true;
+        }
+        let r = match self.paths.get_mut(&from) {
+            Some(p) => p.control.accept(header.epoch, header.seq),
+            None => return true,
+        };
+        match r {
+            Ok(_) => true,
+            Err(r) => {
+                self.count_reject(r);
+                false
+            }
+        }
+    }
+
     fn dispatch(
         &mut self,
         now: Instant,
@@ -197,10 +218,15 @@ impl Server {
             }
             PacketType::Probe => {
                 self.touch_path(now, from, len);
-                self.on_probe(from, header, payload);
+                if self.control_fresh(from, header) {
+                    self.on_probe(from, header, payload);
+                }
             }
             PacketType::ProbeAck => {
                 self.touch_path(now, from, len);
+                if !self.control_fresh(from, header) {
+                    return;
+                }
                 if let Ok(ack) = ProbeAck::parse(payload) {
                     if let Some(p) = self.paths.get_mut(&from) {
                         if !p.validated && ack.echo_token == p.token {
@@ -218,11 +244,15 @@ impl Server {
             }
             PacketType::Challenge => {
                 self.touch_path(now, from, len);
-                self.on_challenge(now, from, header, payload);
+                if self.control_fresh(from, header) {
+                    self.on_challenge(now, from, header, payload);
+                }
             }
             PacketType::Response => {
                 self.touch_path(now, from, len);
-                self.on_response(now, from, header, payload);
+                if self.control_fresh(from, header) {
+                    self.on_response(now, from, header, payload);
+                }
             }
             PacketType::TargetRequest | PacketType::TargetDeny => self.counters.malformed += 1,
         }
@@ -355,6 +385,7 @@ impl Server {
                     tx_bytes_unvalidated: 0,
                     peer_probe_epoch: 0,
                     peer_probes_rx: 0,
+                    control: PeerWindows::new(CONTROL_WINDOW),
                     rx_packets: 0,
                     rx_bytes: 0,
                     tx_packets: 0,
