@@ -396,7 +396,7 @@ impl Client {
                         session: header.session,
                         epoch: header.epoch,
                         nonce,
-                        uptime_ms: now.saturating_duration_since(self.start).as_millis() as u64,
+                        uptime_us: now.saturating_duration_since(self.start).as_micros() as u64,
                     };
                     // On every path: one lost challenge would stall the session.
                     let mask = self.scheduler.select(self.paths.iter().map(|p| p.state()));
@@ -444,7 +444,7 @@ impl Client {
                     .filter_map(|p| p.srtt())
                     .min()
                     .unwrap_or_default();
-                let back = Duration::from_millis(ch.uptime_ms) + rtt;
+                let back = Duration::from_micros(ch.uptime_us) + rtt;
                 let since = now.checked_sub(back).unwrap_or(self.start);
                 s.history.first_sent_since(since, s.next_seq)
             }
@@ -629,7 +629,7 @@ impl Client {
                 session: session.id,
                 epoch: p.epoch,
                 nonce: p.nonce,
-                uptime_ms: now.saturating_duration_since(self.start).as_millis() as u64,
+                uptime_us: now.saturating_duration_since(self.start).as_micros() as u64,
             };
             let mask = self.scheduler.select(self.paths.iter().map(|p| p.state()));
             self.send_challenge(mask, ch);

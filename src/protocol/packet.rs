@@ -275,9 +275,9 @@ pub struct Challenge {
     pub epoch: u64,
     /// Fresh random value the response must echo.
     pub nonce: u128,
-    /// How long the challenger has been running, in ms: the responder treats what it sent
+    /// How long the challenger has been running, in µs: the responder treats what it sent
     /// before the challenger started as possibly delivered already (to a previous instance).
-    pub uptime_ms: u64,
+    pub uptime_us: u64,
 }
 
 /// Length of a CHALLENGE payload.
@@ -290,7 +290,7 @@ impl Challenge {
         b[0..8].copy_from_slice(&self.session.to_be_bytes());
         b[8..16].copy_from_slice(&self.epoch.to_be_bytes());
         b[16..32].copy_from_slice(&self.nonce.to_be_bytes());
-        b[32..40].copy_from_slice(&self.uptime_ms.to_be_bytes());
+        b[32..40].copy_from_slice(&self.uptime_us.to_be_bytes());
         b
     }
 
@@ -305,7 +305,7 @@ impl Challenge {
             session: be_u64(&p[0..8]),
             epoch: be_u64(&p[8..16]),
             nonce: u128::from_be_bytes(n),
-            uptime_ms: be_u64(&p[32..40]),
+            uptime_us: be_u64(&p[32..40]),
         })
     }
 }
@@ -428,7 +428,7 @@ mod tests {
             session: 1,
             epoch: 2,
             nonce: u128::MAX - 3,
-            uptime_ms: 4,
+            uptime_us: 4,
         };
         assert_eq!(Challenge::parse(&c.to_bytes()), Ok(c));
         let r = Response {

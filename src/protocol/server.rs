@@ -285,9 +285,9 @@ impl Server {
 
     /// Window, hold-queue and tombstone checks for DATA before verification; false = dropped.
     fn precheck_data(&mut self, now: Instant, from: SocketAddr, header: &Header) -> bool {
-        let uptime_ms = self.uptime_ms(now);
+        let uptime_us = self.uptime_us(now);
         let mut challenge_to = None;
-        let keep = self.precheck_inner(from, header, uptime_ms, &mut challenge_to);
+        let keep = self.precheck_inner(from, header, uptime_us, &mut challenge_to);
         if let Some(ch) = challenge_to {
             // A copy from another path: challenge that path too, in case the first is lossy.
             self.send_challenge(from, ch);
@@ -295,15 +295,15 @@ impl Server {
         keep
     }
 
-    fn uptime_ms(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.start).as_millis() as u64
+    fn uptime_us(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_micros() as u64
     }
 
     fn precheck_inner(
         &mut self,
         from: SocketAddr,
         header: &Header,
-        uptime_ms: u64,
+        uptime_us: u64,
         challenge_to: &mut Option<Challenge>,
     ) -> bool {
         let held_dup = |p: &mut Pending, out: &mut Option<Challenge>| {
@@ -312,7 +312,7 @@ impl Server {
                     session: header.session,
                     epoch: p.epoch,
                     nonce: p.nonce,
-                    uptime_ms,
+                    uptime_us,
                 });
             }
         };
@@ -513,7 +513,7 @@ impl Server {
     /// Keyed mode, unknown session: hold the packet and challenge its sender, since a
     /// recorded packet would authenticate just as well as a fresh one.
     fn hold_unknown(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
-        let uptime_ms = self.uptime_ms(now);
+        let uptime_us = self.uptime_us(now);
         if let Some(p) = self.pending_new.get_mut(&header.session) {
             if p.epoch != header.epoch {
                 self.counters.stale_epoch += 1;
@@ -527,7 +527,7 @@ impl Server {
                     session: header.session,
                     epoch: p.epoch,
                     nonce: p.nonce,
-                    uptime_ms,
+                    uptime_us,
                 };
                 self.send_challenge(from, ch);
             }
@@ -550,7 +550,7 @@ impl Server {
             session: header.session,
             epoch: header.epoch,
             nonce,
-            uptime_ms,
+            uptime_us,
         };
         self.send_challenge(from, ch);
     }
@@ -566,7 +566,7 @@ impl Server {
             }
         }
         let nonce = if sealed { self.new_nonce() } else { 0 };
-        let uptime_ms = self.uptime_ms(now);
+        let uptime_us = self.uptime_us(now);
         let Some(session) = self.sessions.get_mut(&header.session) else {
             return;
         };
@@ -593,7 +593,7 @@ impl Server {
                             session: header.session,
                             epoch: p.epoch,
                             nonce: p.nonce,
-                            uptime_ms,
+                            uptime_us,
                         };
                         self.send_challenge(from, ch);
                     }
@@ -616,7 +616,7 @@ impl Server {
                         session: header.session,
                         epoch: header.epoch,
                         nonce,
-                        uptime_ms,
+                        uptime_us,
                     };
                     for to in targets {
                         self.send_challenge(to, ch);
@@ -658,7 +658,7 @@ impl Server {
                 // What we sent before the challenger started may have reached its previous
                 // instance: only later packets are fresh to it.
                 let since = now
-                    .checked_sub(Duration::from_millis(ch.uptime_ms))
+                    .checked_sub(Duration::from_micros(ch.uptime_us))
                     .unwrap_or(self.start);
                 s.history.first_sent_since(since, s.next_seq)
             }
@@ -955,7 +955,7 @@ impl Server {
         if self.next_challenge.is_none_or(|t| now < t) {
             return;
         }
-        let uptime_ms = self.uptime_ms(now);
+        let uptime_us = self.uptime_us(now);
         let mut due: Vec<(SocketAddr, Challenge)> = Vec::new();
         let mut dropped = 0u64;
         let mut next: Option<Instant> = None;
@@ -971,7 +971,7 @@ impl Server {
                     session: id,
                     epoch: p.epoch,
                     nonce: p.nonce,
-                    uptime_ms,
+                    uptime_us,
                 };
                 due.extend(p.addrs.iter().map(|a| (*a, ch)));
             }
