@@ -1,0 +1,356 @@
+//! The native part of the `mptunnel` Python package. It binds the core crate directly; the
+//! Pythonic API (classes with keyword arguments, exceptions, docstrings) lives in
+//! `python/mptunnel/__init__.py`, which calls these.
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mptunnel::{Config, MultipathListener, MultipathSocket, Role, Tunnel, TunnelHandle};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyOSError, PyTimeoutError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+/// Blocking waits give the interpreter a chance to handle Ctrl-C this often.
+const SLICE: Duration = Duration::from_millis(100);
+
+fn package_error(py: Python<'_>, class: &str, msg: String) -> PyErr {
+    match py.import("mptunnel").and_then(|m| m.getattr(class)) {
+        Ok(cls) => match cls.call1((msg.clone(),)) {
+            Ok(inst) => PyErr::from_value(inst),
+            Err(e) => e,
+        },
+        Err(_) => PyOSError::new_err(msg),
+    }
+}
+
+fn config_error(py: Python<'_>, msg: String) -> PyErr {
+    package_error(py, "ConfigError", msg)
+}
+
+fn closed_error(py: Python<'_>, what: &str) -> PyErr {
+    package_error(py, "Error", format!("{what} is closed"))
+}
+
+fn tunnel_error(py: Python<'_>, e: mptunnel::Error) -> PyErr {
+    match e {
+        mptunnel::Error::Config(c) => config_error(py, c.to_string()),
+        mptunnel::Error::Io(what, err) => {
+            let errno = err.raw_os_error().unwrap_or(0);
+            PyOSError::new_err((errno, format!("{what}: {err}")))
+        }
+    }
+}
+
+fn build_config(py: Python<'_>, role: Role, options: Vec<(String, String)>) -> PyResult<Config> {
+    let mut c = Config::new(role);
+    // A config file first, so that explicit options override its settings.
+    let (files, rest): (Vec<_>, Vec<_>) = options.into_iter().partition(|(k, _)| k == "config");
+    for (k, v) in files.into_iter().chain(rest) {
+        if k == "config" {
+            c.load_file(&v)
+                .map_err(|e| config_error(py, e.to_string()))?;
+            continue;
+        }
+        c.set(&k, &v)
+            .map_err(|e| config_error(py, format!("{k}={v:?}: {}", e.message)))?;
+    }
+    Ok(c)
+}
+
+/// A forwarding endpoint (what mpclient and mpserver run).
+#[pyclass(module = "mptunnel._native")]
+struct NativeTunnel {
+    handle: TunnelHandle,
+    state: Mutex<TunnelState>,
+    local_addr: String,
+}
+
+enum TunnelState {
+    Ready(Box<Tunnel>),
+    Running(Option<JoinHandle<Result<(), mptunnel::Error>>>),
+    Stopped,
+}
+
+#[pymethods]
+impl NativeTunnel {
+    #[new]
+    fn new(py: Python<'_>, role: &str, options: Vec<(String, String)>) -> PyResult<Self> {
+        let role = match role {
+            "client" => Role::Client,
+            "server" => Role::Server,
+            _ => {
+                return Err(config_error(
+                    py,
+                    format!("role must be 'client' or 'server', not {role:?}"),
+                ))
+            }
+        };
+        let c = build_config(py, role, options)?;
+        let t = Tunnel::new(&c).map_err(|e| tunnel_error(py, e))?;
+        Ok(NativeTunnel {
+            handle: t.handle(),
+            local_addr: t.local_addr().to_string(),
+            state: Mutex::new(TunnelState::Ready(Box::new(t))),
+        })
+    }
+
+    /// Starts the loop on a background thread (no-op if already running).
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        let mut st = self.state.lock();
+        match std::mem::replace(&mut *st, TunnelState::Stopped) {
+            TunnelState::Ready(t) => match t.spawn() {
+                Ok((_, join)) => {
+                    *st = TunnelState::Running(Some(join));
+                    Ok(())
+                }
+                Err(e) => Err(tunnel_error(py, e)),
+            },
+            TunnelState::Running(j) => {
+                *st = TunnelState::Running(j);
+                Ok(())
+            }
+            TunnelState::Stopped => Err(closed_error(py, "tunnel")),
+        }
+    }
+
+    /// Blocks until stopped (by `stop()` from another thread, or Ctrl-C).
+    fn run(&self, py: Python<'_>) -> PyResult<()> {
+        self.start(py)?;
+        while self.handle.is_running() {
+            py.detach(|| std::thread::sleep(SLICE));
+            if let Err(e) = py.check_signals() {
+                self.stop(py);
+                return Err(e);
+            }
+        }
+        self.join(py)
+    }
+
+    /// Stops the loop (sending CLOSE to peers) and waits for it. Idempotent, any thread.
+    fn stop(&self, py: Python<'_>) {
+        self.handle.stop();
+        let _ = self.join(py);
+        let mut st = self.state.lock();
+        if matches!(&*st, TunnelState::Ready(_)) {
+            *st = TunnelState::Stopped;
+        }
+    }
+
+    fn stats_json(&self, py: Python<'_>) -> String {
+        let h = self.handle.clone();
+        py.detach(move || h.stats().to_json())
+    }
+
+    fn is_running(&self) -> bool {
+        self.handle.is_running()
+    }
+
+    #[getter]
+    fn local_addr(&self) -> String {
+        self.local_addr.clone()
+    }
+}
+
+impl NativeTunnel {
+    fn join(&self, py: Python<'_>) -> PyResult<()> {
+        let join = match &mut *self.state.lock() {
+            TunnelState::Running(j) => j.take(),
+            _ => None,
+        };
+        let Some(j) = join else { return Ok(()) };
+        let result = py.detach(|| j.join());
+        *self.state.lock() = TunnelState::Stopped;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(tunnel_error(py, e)),
+            Err(_) => Err(package_error(py, "Error", "tunnel thread panicked".into())),
+        }
+    }
+}
+
+fn recv_loop<T: Send>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    mut attempt: impl FnMut(Duration) -> io::Result<T> + Send,
+    what: &str,
+) -> PyResult<T> {
+    let deadline = match timeout {
+        Some(t) if t.is_nan() || t < 0.0 => {
+            return Err(config_error(
+                py,
+                format!("timeout must be >= 0 or None, not {t}"),
+            ))
+        }
+        Some(t) => Some(Instant::now() + Duration::from_secs_f64(t.min(1e9))),
+        None => None,
+    };
+    loop {
+        let slice = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+            None => SLICE,
+        };
+        match py.detach(|| attempt(slice)) {
+            Ok(v) => return Ok(v),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(PyTimeoutError::new_err(format!(
+                        "no datagram within {:?} s",
+                        timeout.unwrap_or(0.0)
+                    )));
+                }
+                py.check_signals()?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                return Err(closed_error(py, what))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn send_error(py: Python<'_>, e: io::Error, what: &str) -> PyErr {
+    if e.kind() == io::ErrorKind::NotConnected {
+        closed_error(py, what)
+    } else {
+        e.into()
+    }
+}
+
+/// Client side of the in-process multipath datagram API.
+#[pyclass(module = "mptunnel._native")]
+struct NativeSocket {
+    inner: Arc<MultipathSocket>,
+}
+
+#[pymethods]
+impl NativeSocket {
+    #[new]
+    fn new(py: Python<'_>, options: Vec<(String, String)>) -> PyResult<Self> {
+        let c = build_config(py, Role::Client, options)?;
+        let s = py
+            .detach(|| MultipathSocket::connect(&c))
+            .map_err(|e| tunnel_error(py, e))?;
+        Ok(NativeSocket { inner: Arc::new(s) })
+    }
+
+    fn send(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        self.inner
+            .send(data)
+            .map_err(|e| send_error(py, e, "socket"))
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+        let s = Arc::clone(&self.inner);
+        let d = recv_loop(py, timeout, move |slice| s.recv(Some(slice)), "socket")?;
+        Ok(PyBytes::new(py, &d))
+    }
+
+    fn fileno(&self) -> i64 {
+        #[cfg(unix)]
+        {
+            i64::from(self.inner.notify_fd())
+        }
+        #[cfg(not(unix))]
+        {
+            -1
+        }
+    }
+
+    fn close(&self, py: Python<'_>) {
+        let s = Arc::clone(&self.inner);
+        py.detach(move || s.close());
+    }
+
+    fn stats_json(&self, py: Python<'_>) -> String {
+        let s = Arc::clone(&self.inner);
+        py.detach(move || s.stats().to_json())
+    }
+}
+
+/// Server side of the in-process multipath datagram API.
+#[pyclass(module = "mptunnel._native")]
+struct NativeListener {
+    inner: Arc<MultipathListener>,
+}
+
+#[pymethods]
+impl NativeListener {
+    #[new]
+    fn new(py: Python<'_>, options: Vec<(String, String)>) -> PyResult<Self> {
+        let c = build_config(py, Role::Server, options)?;
+        let l = py
+            .detach(|| MultipathListener::bind(&c))
+            .map_err(|e| tunnel_error(py, e))?;
+        Ok(NativeListener { inner: Arc::new(l) })
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn recv_from<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyBytes>, u64)> {
+        let l = Arc::clone(&self.inner);
+        let (d, peer) = recv_loop(
+            py,
+            timeout,
+            move |slice| l.recv_from(Some(slice)),
+            "listener",
+        )?;
+        Ok((PyBytes::new(py, &d), peer))
+    }
+
+    fn send_to(&self, py: Python<'_>, data: &[u8], peer: u64) -> PyResult<()> {
+        self.inner
+            .send_to(data, peer)
+            .map_err(|e| send_error(py, e, "listener"))
+    }
+
+    fn fileno(&self) -> i64 {
+        #[cfg(unix)]
+        {
+            i64::from(self.inner.notify_fd())
+        }
+        #[cfg(not(unix))]
+        {
+            -1
+        }
+    }
+
+    fn close(&self, py: Python<'_>) {
+        let l = Arc::clone(&self.inner);
+        py.detach(move || l.close());
+    }
+
+    fn stats_json(&self, py: Python<'_>) -> String {
+        let l = Arc::clone(&self.inner);
+        py.detach(move || l.stats().to_json())
+    }
+
+    #[getter]
+    fn local_addr(&self) -> String {
+        self.inner.local_addr().to_string()
+    }
+}
+
+/// A new random key, as 44 base64 characters.
+#[pyfunction]
+fn genkey(py: Python<'_>) -> PyResult<String> {
+    mptunnel::protocol::crypto::Key::generate()
+        .map(|k| k.to_base64())
+        .map_err(|e| package_error(py, "Error", e))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeTunnel>()?;
+    m.add_class::<NativeSocket>()?;
+    m.add_class::<NativeListener>()?;
+    m.add_function(wrap_pyfunction!(genkey, m)?)?;
+    m.add("VERSION", mptunnel::VERSION)?;
+    Ok(())
+}

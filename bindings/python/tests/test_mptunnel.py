@@ -1,0 +1,283 @@
+"""Tests of the installed mptunnel package (run against the wheel: pip install ./bindings/python)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import random
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+import pytest
+
+import mptunnel
+
+
+class Echo:
+    """A UDP echo service on loopback, in a thread."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop:
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.sock.sendto(data, peer)
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+class LossyBridge:
+    """A relay that drops a fraction of datagrams each way (one upstream socket per client)."""
+
+    def __init__(self, upstream: str, loss: float, seed: int) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.up = (host, int(port))
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.addr = "127.0.0.1:%d" % self.front.getsockname()[1]
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.client: Tuple[str, int] | None = None
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.front, selectors.EVENT_READ)
+        sel.register(self.back, selectors.EVENT_READ)
+        while not self.stop:
+            for key, _ in sel.select(0.2):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                try:
+                    data, peer = sock.recvfrom(65535)
+                except OSError:
+                    continue
+                if self.rng.random() < self.loss:
+                    continue
+                try:
+                    if sock is self.front:
+                        self.client = peer
+                        self.back.sendto(data, self.up)
+                    elif self.client is not None:
+                        self.front.sendto(data, self.client)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join()
+        self.front.close()
+        self.back.close()
+
+
+@pytest.fixture
+def echo() -> Iterator[Echo]:
+    e = Echo()
+    yield e
+    e.close()
+
+
+def exchange(app: socket.socket, target: str, n: int, gap: float = 0.002) -> List[int]:
+    """Sends n numbered datagrams to target, returns the numbers echoed back."""
+    host, port = target.rsplit(":", 1)
+    got: List[int] = []
+    app.settimeout(0.05)
+    for i in range(n):
+        app.sendto(b"%d hello" % i, (host, int(port)))
+        time.sleep(gap)
+        try:
+            while True:
+                data, _ = app.recvfrom(65535)
+                got.append(int(data.split()[0]))
+        except socket.timeout:
+            pass
+    deadline = time.time() + 1.0
+    while time.time() < deadline:
+        try:
+            data, _ = app.recvfrom(65535)
+            got.append(int(data.split()[0]))
+        except socket.timeout:
+            pass
+    return got
+
+
+def test_client_server_over_lossy_bridges(echo: Echo) -> None:
+    with mptunnel.Server(listen="127.0.0.1:0", target=echo.addr) as server:
+        bridges = [LossyBridge(server.address, 0.2, seed) for seed in (1, 2, 3)]
+        try:
+            with mptunnel.Client(listen="127.0.0.1:0", paths=[b.addr for b in bridges]) as client:
+                app = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                got = exchange(app, client.address, 300)
+                app.close()
+                assert len(got) == len(set(got)), "a datagram arrived twice"
+                # Round trip over 3 paths at 20 % loss each way: ~1.6 % expected.
+                assert len(got) >= 285, len(got)
+                stats = client.stats()
+                assert stats["role"] == "client" and stats["sessions"] == 1
+                assert stats["totals"]["duplicates"] > 0
+                assert len(stats["paths"]) == 3
+                for p in stats["paths"]:
+                    assert {"name", "state", "rtt_ms", "loss_out", "loss_in", "tx_packets"} <= p.keys()
+        finally:
+            for b in bridges:
+                b.close()
+    assert not server.running
+
+
+def test_socket_and_listener_hello_counter() -> None:
+    with mptunnel.listen("127.0.0.1:0") as lst, mptunnel.connect([lst.address] * 3) as sock:
+        n = 0
+        for _ in range(100):
+            sock.send(b"%d hello" % n)
+            data, peer = lst.recv_from(timeout=5)
+            lst.send_to(b"%d hello" % (int(data.split()[0]) + 1), peer)
+            n = int(sock.recv(timeout=5).split()[0])
+        assert n == 100
+        assert lst.stats()["totals"]["duplicates"] >= 200
+
+
+def test_fileno_works_with_selectors() -> None:
+    with mptunnel.listen("127.0.0.1:0") as lst, mptunnel.connect([lst.address]) as sock:
+        sel = selectors.DefaultSelector()
+        sel.register(sock, selectors.EVENT_READ)
+        assert sel.select(0) == []
+        sock.send(b"ping")
+        data, peer = lst.recv_from(timeout=5)
+        lst.send_to(b"pong", peer)
+        assert sel.select(5)
+        assert sock.recv(timeout=0) == b"pong"
+
+
+def test_blocking_recv_while_another_thread_sends_then_closes() -> None:
+    lst = mptunnel.listen("127.0.0.1:0")
+    sock = mptunnel.connect([lst.address])
+    results: List[object] = []
+
+    def reader() -> None:
+        for item in sock:  # iteration ends when the socket is closed
+            results.append(item)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    sock.send(b"x")
+    data, peer = lst.recv_from(timeout=5)
+    lst.send_to(b"reply", peer)
+    deadline = time.time() + 5
+    while not results and time.time() < deadline:
+        time.sleep(0.01)
+    sock.close()
+    t.join(5)
+    assert not t.is_alive()
+    assert results == [b"reply"]
+    sock.close()  # idempotent
+    with pytest.raises(mptunnel.Error):
+        sock.send(b"after close")
+    with pytest.raises(mptunnel.Error):
+        sock.recv(timeout=0)
+    lst.close()
+
+
+def test_timeouts() -> None:
+    with mptunnel.listen("127.0.0.1:0") as lst:
+        t0 = time.time()
+        with pytest.raises(TimeoutError):
+            lst.recv_from(timeout=0.2)
+        assert 0.15 < time.time() - t0 < 2
+
+
+def test_bad_arguments_raise_config_error() -> None:
+    with pytest.raises(mptunnel.ConfigError, match="nope"):
+        mptunnel.Client(listen="127.0.0.1:0", paths=["nope"])
+    with pytest.raises(ValueError):
+        mptunnel.Client(listen="127.0.0.1:0", paths=["h:1"], mode="sideways")
+    with pytest.raises(mptunnel.ConfigError, match="bogus"):
+        mptunnel.Server(listen="127.0.0.1:0", target="127.0.0.1:9", bogus=1)
+    with pytest.raises(mptunnel.ConfigError, match="key"):
+        mptunnel.connect(["127.0.0.1:9"], key="too-short")
+    with pytest.raises(mptunnel.ConfigError, match="no paths"):
+        mptunnel.Client(listen="127.0.0.1:0")
+    with pytest.raises(mptunnel.ConfigError):
+        mptunnel.connect("127.0.0.1:9")  # a string, not a list
+
+
+def test_os_errors_carry_errno() -> None:
+    with mptunnel.listen("127.0.0.1:0") as lst:
+        with pytest.raises(OSError) as info:
+            mptunnel.listen(lst.address)
+        assert info.value.errno == errno.EADDRINUSE
+
+
+def test_garbage_config_file_names_file_and_line(tmp_path: Path) -> None:
+    conf = tmp_path / "client.conf"
+    conf.write_text("# ok\nlocalhost 4001\nlocalhost 99999\n")
+    with pytest.raises(mptunnel.ConfigError, match=r"client\.conf:3.*99999"):
+        mptunnel.Client(listen="127.0.0.1:0", config=str(conf))
+
+
+def test_encryption_with_genkey(echo: Echo) -> None:
+    key = mptunnel.genkey()
+    assert len(key) == 44 and key != mptunnel.genkey()
+    with mptunnel.Server(listen="127.0.0.1:0", target=echo.addr, key=key) as server:
+        with mptunnel.connect([server.address] * 2, key=key) as sock:
+            sock.send(b"secret")
+            assert sock.recv(timeout=5) == b"secret"
+            assert sock.stats()["encrypted"] is True
+        with mptunnel.connect([server.address], key=mptunnel.genkey()) as wrong:
+            wrong.send(b"let me in")
+            with pytest.raises(TimeoutError):
+                wrong.recv(timeout=0.5)
+        assert server.stats()["totals"]["auth_failures"] >= 1
+
+
+def test_stop_is_idempotent_and_thread_safe(echo: Echo) -> None:
+    server = mptunnel.Server(listen="127.0.0.1:0", target=echo.addr)
+    runner = threading.Thread(target=server.run)
+    runner.start()
+    time.sleep(0.2)
+    assert server.running
+    stoppers = [threading.Thread(target=server.stop) for _ in range(4)]
+    for s in stoppers:
+        s.start()
+    for s in stoppers:
+        s.join(5)
+    runner.join(5)
+    assert not runner.is_alive() and not server.running
+    server.stop()
+
+
+def test_module_entry_point(echo: Echo, tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "mptunnel", "client", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "LISTEN_PORT" in out.stdout or "listen_port" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "mptunnel", "server", "2000", "localhost", "notaport"], capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "notaport" in out.stderr
+
+
+def test_version() -> None:
+    assert mptunnel.__version__.count(".") == 2
+    assert json.loads(json.dumps(mptunnel.__version__))
