@@ -154,6 +154,18 @@ impl NativeTunnel {
     }
 }
 
+impl Drop for NativeTunnel {
+    // An endpoint that goes out of scope stops (CLOSE to peers) and frees its sockets.
+    fn drop(&mut self) {
+        self.handle.stop();
+        if let TunnelState::Running(Some(j)) =
+            std::mem::replace(&mut *self.state.lock(), TunnelState::Stopped)
+        {
+            let _ = j.join();
+        }
+    }
+}
+
 impl NativeTunnel {
     fn join(&self, py: Python<'_>) -> PyResult<()> {
         let join = match &mut *self.state.lock() {

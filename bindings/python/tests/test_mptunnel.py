@@ -281,3 +281,16 @@ def test_module_entry_point(echo: Echo, tmp_path: Path) -> None:
 def test_version() -> None:
     assert mptunnel.__version__.count(".") == 2
     assert json.loads(json.dumps(mptunnel.__version__))
+
+
+def test_dropping_an_endpoint_frees_its_port(echo: Echo) -> None:
+    server = mptunnel.Server(listen="127.0.0.1:0", target=echo.addr)
+    server.start()
+    addr = server.address
+    del server
+    import gc
+
+    gc.collect()
+    # The port is free again: a new listener can bind it.
+    with mptunnel.listen(addr) as lst:
+        assert lst.address == addr
