@@ -1,7 +1,7 @@
 # Two entry points: `make demo` and `make test`. Everything else is cargo.
 CARGO ?= cargo
 
-.PHONY: all build test test-rust test-python demo bench clean lint check-targets
+.PHONY: all build test test-rust test-python demo bench clean lint check-targets header check-header
 
 all: build
 
@@ -43,6 +43,23 @@ check-targets:
 	rustup target add x86_64-apple-darwin x86_64-pc-windows-gnu
 	$(CARGO) check --workspace --target x86_64-apple-darwin
 	$(CARGO) check --workspace --target x86_64-pc-windows-gnu
+
+# include/mptunnel.h is generated from mptunnel-ffi by cbindgen (pinned version) and committed.
+CBINDGEN ?= cbindgen
+CBINDGEN_VERSION := 0.29.2
+CBINDGEN_ARGS = --quiet --config mptunnel-ffi/cbindgen.toml --crate mptunnel-ffi mptunnel-ffi
+
+header:
+	$(CBINDGEN) $(CBINDGEN_ARGS) --output include/mptunnel.h
+
+# Fails when the committed header is not what the sources generate.
+check-header:
+	@$(CBINDGEN) --version | grep -qx 'cbindgen $(CBINDGEN_VERSION)' \
+		|| { echo "need cbindgen $(CBINDGEN_VERSION): cargo install cbindgen --version $(CBINDGEN_VERSION) --locked"; exit 1; }
+	$(CBINDGEN) $(CBINDGEN_ARGS) --output target/mptunnel.h.check
+	@diff -u include/mptunnel.h target/mptunnel.h.check \
+		|| { echo "include/mptunnel.h is out of date: run 'make header' and commit it"; exit 1; }
+	@echo "include/mptunnel.h is up to date"
 
 clean:
 	$(CARGO) clean

@@ -309,22 +309,24 @@ impl Config {
 pub fn read_key_file(path: &str) -> Result<(Key, Option<String>), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(format!("cannot read key file '{path}': {e}")))?;
-    let mut warning = None;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::metadata(path) {
-            let mode = m.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                warning = Some(format!(
-                    "key file '{path}' can be read by other users (mode {mode:o}): chmod 600 '{path}'"
-                ));
-            }
-        }
-    }
     let key =
         Key::from_base64(&text).map_err(|e| ConfigError::new(format!("key file '{path}': {e}")))?;
-    Ok((key, warning))
+    Ok((key, key_file_warning(path)))
+}
+
+/// A warning when a key file can be read by other users.
+#[cfg(unix)]
+fn key_file_warning(path: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!("key file '{path}' can be read by other users (mode {mode:o}): chmod 600 '{path}'")
+    })
+}
+
+#[cfg(not(unix))]
+fn key_file_warning(_path: &str) -> Option<String> {
+    None
 }
 
 fn parse_path_words(words: &[&str]) -> Result<PathConfig, ConfigError> {

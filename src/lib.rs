@@ -8,7 +8,7 @@ pub mod driver;
 pub mod protocol;
 
 pub use config::{Config, ConfigError, Role};
-pub use driver::{Error, MultipathListener, MultipathSocket, Tunnel, TunnelHandle};
+pub use driver::{Error, MultipathListener, MultipathSocket, RecvInto, Tunnel, TunnelHandle};
 pub use protocol::stats::Stats;
 
 /// The library's version.

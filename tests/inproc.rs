@@ -152,3 +152,30 @@ fn config_errors_from_the_api() {
     let e = Tunnel::new(&bad).unwrap_err().to_string();
     assert!(e.contains("no-such-host.invalid"), "{e}");
 }
+
+#[test]
+fn recv_into_keeps_a_datagram_that_does_not_fit() {
+    use mptunnel::RecvInto;
+    let l = listener();
+    let s = socket_to(l.local_addr(), 2);
+    assert_eq!(s.max_datagram(), 65_507 - 32);
+    s.send(b"0123456789").unwrap();
+    let mut small = [0u8; 4];
+    let r = l
+        .recv_into(&mut small, Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(r, RecvInto::TooSmall { needed: 10 });
+    assert_eq!(small, [0; 4], "nothing written");
+    let mut big = [0u8; 64];
+    let r = l.recv_into(&mut big, Some(Duration::ZERO)).unwrap();
+    let RecvInto::Datagram { len, peer } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(&big[..len], b"0123456789");
+    assert_ne!(peer, 0);
+    let e = l.recv_into(&mut big, Some(Duration::ZERO)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut);
+    l.send_to(b"", peer).unwrap();
+    let r = s.recv_into(&mut [], Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(r, RecvInto::Datagram { len: 0, peer: 0 });
+}

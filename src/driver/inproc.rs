@@ -22,6 +22,16 @@ use crate::protocol::stats::Stats;
 /// arrivals are dropped (and counted), as a full socket buffer would.
 const QUEUE_MAX: usize = 8192;
 
+/// What `recv_into` found: a datagram copied into the buffer, or one too large for it (left
+/// queued, so the caller can retry with a buffer of `needed` bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvInto {
+    /// `len` bytes were copied; `peer` is the session id (0 on the client side).
+    Datagram { len: usize, peer: u64 },
+    /// The next datagram has `needed` bytes; nothing was consumed.
+    TooSmall { needed: usize },
+}
+
 /// Queues between the application and the loop thread.
 pub(crate) struct Inproc {
     /// Application → loop: (peer session id, or 0 on the client side; datagram).
@@ -105,14 +115,44 @@ impl Inproc {
     }
 
     fn recv(&self, timeout: Option<Duration>) -> io::Result<(u64, Vec<u8>)> {
+        self.recv_with(timeout, |peer, data| (true, (peer, data.to_vec())))
+    }
+
+    /// Copies the next datagram into `buf`; one that does not fit stays queued.
+    fn recv_into(&self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<RecvInto> {
+        self.recv_with(timeout, |peer, data| {
+            if data.len() > buf.len() {
+                return (false, RecvInto::TooSmall { needed: data.len() });
+            }
+            buf[..data.len()].copy_from_slice(data);
+            (
+                true,
+                RecvInto::Datagram {
+                    len: data.len(),
+                    peer,
+                },
+            )
+        })
+    }
+
+    /// Waits for the next datagram and shows it to `f`, which says whether to consume it.
+    fn recv_with<R>(
+        &self,
+        timeout: Option<Duration>,
+        f: impl FnOnce(u64, &[u8]) -> (bool, R),
+    ) -> io::Result<R> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut q = self.incoming.lock();
         loop {
-            if let Some(item) = q.pop_front() {
-                if q.is_empty() {
-                    self.unsignal();
+            if let Some((peer, data)) = q.front() {
+                let (take, r) = f(*peer, data);
+                if take {
+                    q.pop_front();
+                    if q.is_empty() {
+                        self.unsignal();
+                    }
                 }
-                return Ok(item);
+                return Ok(r);
             }
             if self.closed.load(Ordering::SeqCst) {
                 return Err(io::Error::new(io::ErrorKind::NotConnected, "closed"));
@@ -145,6 +185,7 @@ impl Inproc {
 /// Shared part of socket and listener: the loop thread and its queues.
 struct Runner {
     handle: TunnelHandle,
+    max_datagram: usize,
     inproc: Arc<Inproc>,
     thread: Mutex<Option<JoinHandle<Result<(), Error>>>>,
 }
@@ -154,9 +195,12 @@ impl Runner {
         let inproc =
             Inproc::new().map_err(|e| Error::Io("cannot create notification pipe".into(), e))?;
         let tunnel = Tunnel::new_inproc(config, Arc::clone(&inproc))?;
+        let max_datagram =
+            crate::protocol::crypto::Codec::new(config.params.key.as_ref()).max_payload();
         let (handle, thread) = tunnel.spawn()?;
         Ok(Runner {
             handle,
+            max_datagram,
             inproc,
             thread: Mutex::new(Some(thread)),
         })
@@ -217,6 +261,18 @@ impl MultipathSocket {
         self.runner.inproc.recv(timeout).map(|(_, d)| d)
     }
 
+    /// Like [`recv`](Self::recv), but copies into `buf`; a datagram larger than `buf` is
+    /// left queued and reported as [`RecvInto::TooSmall`].
+    pub fn recv_into(&self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<RecvInto> {
+        self.runner.inproc.recv_into(buf, timeout)
+    }
+
+    /// Largest datagram the tunnel carries with this configuration (larger ones are dropped
+    /// and counted as `oversized`).
+    pub fn max_datagram(&self) -> usize {
+        self.runner.max_datagram
+    }
+
     /// A descriptor that is readable while a datagram waits (for poll/epoll/select).
     #[cfg(unix)]
     pub fn notify_fd(&self) -> std::os::unix::io::RawFd {
@@ -274,6 +330,17 @@ impl MultipathListener {
     /// Next datagram and the peer (session id) it came from.
     pub fn recv_from(&self, timeout: Option<Duration>) -> io::Result<(Vec<u8>, u64)> {
         self.runner.inproc.recv(timeout).map(|(p, d)| (d, p))
+    }
+
+    /// Like [`recv_from`](Self::recv_from), but copies into `buf`; a datagram larger than
+    /// `buf` is left queued and reported as [`RecvInto::TooSmall`].
+    pub fn recv_into(&self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<RecvInto> {
+        self.runner.inproc.recv_into(buf, timeout)
+    }
+
+    /// Largest datagram the tunnel carries with this configuration.
+    pub fn max_datagram(&self) -> usize {
+        self.runner.max_datagram
     }
 
     /// Sends a datagram to a peer (session id from `recv_from`). A peer that is gone is

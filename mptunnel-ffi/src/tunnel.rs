@@ -1,0 +1,299 @@
+//! `mpt_tunnel`: a forwarding endpoint, what mpclient and mpserver run.
+
+use std::ffi::c_char;
+use std::thread::{JoinHandle, ThreadId};
+
+use mptunnel::{Tunnel, TunnelHandle};
+use parking_lot::{Condvar, Mutex};
+
+use crate::boundary::{guard, handle, out_ptr, tunnel_failure, write_text, Failure, Res};
+use crate::*;
+
+type Join = JoinHandle<Result<(), mptunnel::Error>>;
+
+enum State {
+    /// Built (sockets bound), not started.
+    Ready(Box<Tunnel>),
+    /// Running on its own thread; the join handle is taken by whoever joins it.
+    Background(Option<Join>, ThreadId),
+    /// Running inside `mpt_tunnel_run` on this thread.
+    Foreground(ThreadId),
+    /// Done; the loop's error, if it failed, until someone reports it.
+    Finished(Option<Failure>),
+}
+
+/// A forwarding endpoint: the client end listens for an application's UDP datagrams and
+/// sends each over every path; the server end forwards to its target. Opaque.
+pub struct mpt_tunnel {
+    handle: TunnelHandle,
+    state: Mutex<State>,
+    finished: Condvar,
+}
+
+impl mpt_tunnel {
+    fn loop_thread(&self) -> Option<ThreadId> {
+        match &*self.state.lock() {
+            State::Background(_, id) | State::Foreground(id) => Some(*id),
+            _ => None,
+        }
+    }
+
+    fn finish(&self, r: Result<(), Failure>) {
+        *self.state.lock() = State::Finished(r.err());
+        self.finished.notify_all();
+    }
+
+    /// Asks the loop to stop and waits until it has. Returns the loop's error, if any.
+    fn stop_and_wait(&self) -> Res {
+        self.handle.stop();
+        if self.loop_thread() == Some(std::thread::current().id()) {
+            // Called from the loop's own thread (a log callback): it stops when this returns.
+            return Ok(());
+        }
+        let mut st = self.state.lock();
+        loop {
+            match &mut *st {
+                State::Ready(_) => {
+                    *st = State::Finished(None);
+                    return Ok(());
+                }
+                State::Background(join, _) if join.is_some() => {
+                    let j = join.take().expect("checked");
+                    drop(st);
+                    let r = join_result(j);
+                    self.finish(Ok(()));
+                    return r;
+                }
+                State::Background(..) | State::Foreground(_) => {
+                    self.finished.wait(&mut st);
+                }
+                State::Finished(err) => return err.take().map_or(Ok(()), Err),
+            }
+        }
+    }
+}
+
+fn join_result(j: Join) -> Res {
+    match j.join() {
+        Ok(r) => r.map_err(tunnel_failure),
+        Err(_) => Err(Failure::new(MPT_ERR_PANIC, "the tunnel thread panicked")),
+    }
+}
+
+fn closed() -> Failure {
+    Failure::new(
+        MPT_ERR_CLOSED,
+        "the tunnel was stopped; create a new one to run again",
+    )
+}
+
+/// Builds a tunnel from a config: validates it, resolves addresses and binds every socket,
+/// so that mistakes (bad address, port in use) show up here. It does not run yet: call
+/// `mpt_tunnel_start` or `mpt_tunnel_run`.
+///
+/// Ownership: the caller owns `*out` and frees it with `mpt_tunnel_free`; `c` is only read
+/// and may be freed afterwards.
+/// Errors: `MPT_ERR_NULL`, `MPT_ERR_CONFIG` (incomplete or invalid config, unknown host),
+/// `MPT_ERR_IO` (cannot bind; the message has the OS's reason).
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn mpt_tunnel_new(c: *const mpt_config, out: *mut *mut mpt_tunnel) -> mpt_result {
+    guard("mpt_tunnel_new", || {
+        let c = handle(c, "config")?;
+        let out = out_ptr(out, "out")?;
+        if let Some(level) = &c.inner.log_level {
+            crate::log_sink::apply_config_level(level);
+        }
+        for w in &c.inner.warnings {
+            log::warn!("{w}");
+        }
+        let t = Tunnel::new(&c.inner).map_err(tunnel_failure)?;
+        let b = Box::new(mpt_tunnel {
+            handle: t.handle(),
+            state: Mutex::new(State::Ready(Box::new(t))),
+            finished: Condvar::new(),
+        });
+        // SAFETY: checked non-NULL.
+        unsafe { *out = Box::into_raw(b) };
+        Ok(())
+    })
+}
+
+/// Runs the tunnel on the calling thread until `mpt_tunnel_stop` is called (from another
+/// thread, a signal-handling thread, or the log callback). If the tunnel was started with
+/// `mpt_tunnel_start`, waits until it stops.
+///
+/// Errors: `MPT_ERR_NULL`, `MPT_ERR_CLOSED` (already stopped), `MPT_ERR_IO` (the loop failed),
+/// `MPT_ERR_STATE` (another thread is already in `mpt_tunnel_run`).
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn mpt_tunnel_run(t: *mut mpt_tunnel) -> mpt_result {
+    guard("mpt_tunnel_run", || {
+        let t = handle(t, "tunnel")?;
+        let mut st = t.state.lock();
+        match std::mem::replace(&mut *st, State::Finished(None)) {
+            State::Ready(tunnel) => {
+                *st = State::Foreground(std::thread::current().id());
+                drop(st);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tunnel.run()));
+                let r = match r {
+                    Ok(r) => r.map_err(tunnel_failure),
+                    Err(_) => Err(Failure::new(MPT_ERR_PANIC, "the tunnel loop panicked")),
+                };
+                t.finish(Ok(()));
+                r
+            }
+            State::Background(Some(j), id) => {
+                *st = State::Background(None, id);
+                drop(st);
+                let r = join_result(j);
+                t.finish(Ok(()));
+                r
+            }
+            other @ (State::Background(None, _) | State::Foreground(_)) => {
+                *st = other;
+                Err(Failure::new(
+                    MPT_ERR_STATE,
+                    "another thread is already running or waiting for this tunnel",
+                ))
+            }
+            State::Finished(err) => {
+                *st = State::Finished(None);
+                Err(err.unwrap_or_else(closed))
+            }
+        }
+    })
+}
+
+/// Starts the tunnel on a background thread of the library and returns at once.
+///
+/// Errors: `MPT_ERR_NULL`, `MPT_ERR_STATE` (already running), `MPT_ERR_CLOSED` (already
+/// stopped), `MPT_ERR_IO` (cannot create the thread).
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn mpt_tunnel_start(t: *mut mpt_tunnel) -> mpt_result {
+    guard("mpt_tunnel_start", || {
+        let t = handle(t, "tunnel")?;
+        let mut st = t.state.lock();
+        match std::mem::replace(&mut *st, State::Finished(None)) {
+            State::Ready(tunnel) => match tunnel.spawn() {
+                Ok((_, join)) => {
+                    let id = join.thread().id();
+                    *st = State::Background(Some(join), id);
+                    Ok(())
+                }
+                Err(e) => Err(tunnel_failure(e)),
+            },
+            other @ (State::Background(..) | State::Foreground(_)) => {
+                *st = other;
+                Err(Failure::new(MPT_ERR_STATE, "the tunnel is already running"))
+            }
+            State::Finished(err) => {
+                *st = State::Finished(err);
+                Err(closed())
+            }
+        }
+    })
+}
+
+/// Stops the tunnel: it sends CLOSE to its peers, closes its sockets and its thread ends.
+/// Returns once it has stopped (except when called from the log callback on the tunnel's
+/// own thread, where it only asks). Stopping a stopped or never-started tunnel is `MPT_OK`;
+/// a stopped tunnel cannot be started again.
+///
+/// Errors: `MPT_ERR_NULL`; `MPT_ERR_IO` / `MPT_ERR_PANIC` if the loop had failed (reported
+/// once).
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn mpt_tunnel_stop(t: *mut mpt_tunnel) -> mpt_result {
+    guard("mpt_tunnel_stop", || handle(t, "tunnel")?.stop_and_wait())
+}
+
+/// Writes the tunnel's statistics as one JSON object (NUL-terminated) into `buf`: role,
+/// epoch, uptime, mode, totals (datagrams and bytes each way, duplicates, drops by reason)
+/// and, per path, state, RTT and loss. These are the figures the command-line tools print.
+/// `*len` receives the length without the NUL.
+///
+/// Errors: `MPT_ERR_NULL`; `MPT_ERR_BUFFER_TOO_SMALL` with `*len` = capacity needed (the
+/// snapshot can grow between two calls: leave some room, e.g. 4096 more). `buf` may be NULL
+/// when `cap` is 0, to ask for the size.
+/// Thread safety: any thread, while the tunnel is running or after it stopped (final figures).
+#[no_mangle]
+pub extern "C" fn mpt_tunnel_stats_json(
+    t: *const mpt_tunnel,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> mpt_result {
+    guard("mpt_tunnel_stats_json", || {
+        let t = handle(t, "tunnel")?;
+        out_ptr(len, "len")?;
+        write_text(&t.handle.stats().to_json(), buf, cap, len)
+    })
+}
+
+/// Like `mpt_tunnel_stats_json`, as the human-readable text the tools log.
+///
+/// Errors and thread safety: as `mpt_tunnel_stats_json`.
+#[no_mangle]
+pub extern "C" fn mpt_tunnel_stats_text(
+    t: *const mpt_tunnel,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> mpt_result {
+    guard("mpt_tunnel_stats_text", || {
+        let t = handle(t, "tunnel")?;
+        out_ptr(len, "len")?;
+        write_text(&t.handle.stats().to_text(), buf, cap, len)
+    })
+}
+
+/// Writes the address the tunnel listens on (e.g. `127.0.0.1:40123`, `[::1]:4000`) into
+/// `buf`, NUL-terminated; useful after `listen = 127.0.0.1:0`. `*len` as in
+/// `mpt_tunnel_stats_json`.
+///
+/// Errors: `MPT_ERR_NULL`, `MPT_ERR_BUFFER_TOO_SMALL`.
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn mpt_tunnel_local_addr(
+    t: *const mpt_tunnel,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> mpt_result {
+    guard("mpt_tunnel_local_addr", || {
+        let t = handle(t, "tunnel")?;
+        write_text(&t.handle.local_addr().to_string(), buf, cap, len)
+    })
+}
+
+/// Frees a tunnel, stopping it first if it runs (its peers get CLOSE). NULL is a no-op; do
+/// not free the same tunnel twice.
+///
+/// Thread safety: no other call on this tunnel may be running or follow (stop it, let other
+/// threads return from `mpt_tunnel_run`, then free). Never call it from the log callback.
+#[no_mangle]
+pub extern "C" fn mpt_tunnel_free(t: *mut mpt_tunnel) {
+    let _ = guard("mpt_tunnel_free", || {
+        if t.is_null() {
+            return Ok(());
+        }
+        // SAFETY: created by mpt_tunnel_new and not freed before (header contract).
+        let tunnel = unsafe { Box::from_raw(t) };
+        if tunnel.loop_thread() == Some(std::thread::current().id()) {
+            // Freed from its own loop thread: the loop still uses it. Stop it and leak the
+            // handle rather than free memory in use.
+            tunnel.handle.stop();
+            std::mem::forget(tunnel);
+            return Err(Failure::new(
+                MPT_ERR_STATE,
+                "called from the tunnel's own thread; stopped it, but not freed",
+            ));
+        }
+        if let Err(e) = tunnel.stop_and_wait() {
+            log::warn!("tunnel stopped with an error: {}", e.message);
+        }
+        Ok(())
+    });
+}
