@@ -179,3 +179,19 @@ fn recv_into_keeps_a_datagram_that_does_not_fit() {
     let r = s.recv_into(&mut [], Some(Duration::from_secs(5))).unwrap();
     assert_eq!(r, RecvInto::Datagram { len: 0, peer: 0 });
 }
+
+#[test]
+fn datagrams_queued_before_close_still_go_out() {
+    let l = listener();
+    for round in 0..20 {
+        let s = socket_to(l.local_addr(), 2);
+        for i in 0..50 {
+            s.send(format!("{round} {i}").as_bytes()).unwrap();
+        }
+        drop(s); // close at once: the queue is flushed before CLOSE
+        for i in 0..50 {
+            let (msg, _) = l.recv_from(Some(Duration::from_secs(5))).unwrap();
+            assert_eq!(msg, format!("{round} {i}").as_bytes());
+        }
+    }
+}

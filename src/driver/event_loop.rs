@@ -86,6 +86,8 @@ pub(super) fn run<D: Driver>(
             }
         }
     }
+    // Datagrams an in-process application queued before closing still go out, ahead of CLOSE.
+    d.drain_inproc();
     info!(
         "stopping: closing {} sessions",
         d.stats(Instant::now()).sessions

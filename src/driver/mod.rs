@@ -264,6 +264,9 @@ impl Tunnel {
             Endpoint::Client(_) => "mptunnel-client",
             Endpoint::Server(_) => "mptunnel-server",
         };
+        // The loop thread starts with every signal blocked, so that signals meant for the
+        // application (SIGINT, SIGTERM, ...) reach the application's own threads.
+        let _mask = net::SignalsBlocked::new();
         let join = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || self.run())

@@ -106,3 +106,43 @@ fn libc_emsgsize() -> i32 {
         10040 // WSAEMSGSIZE
     }
 }
+
+/// Blocks every signal on the calling thread while it lives and restores the previous mask
+/// when dropped; threads spawned meanwhile inherit the blocked mask.
+pub(crate) struct SignalsBlocked {
+    #[cfg(unix)]
+    previous: Option<libc::sigset_t>,
+}
+
+impl SignalsBlocked {
+    #[cfg(unix)]
+    pub(crate) fn new() -> SignalsBlocked {
+        // SAFETY: plain libc calls on local sigset_t values.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            let ok = libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut previous) == 0;
+            SignalsBlocked {
+                previous: ok.then_some(previous),
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn new() -> SignalsBlocked {
+        SignalsBlocked {}
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(previous) = &self.previous {
+            // SAFETY: restores the mask saved by `new` on this same thread.
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_SETMASK, previous, std::ptr::null_mut());
+            }
+        }
+    }
+}
