@@ -1,7 +1,7 @@
 # Two entry points: `make demo` and `make test`. Everything else is cargo.
 CARGO ?= cargo
 
-.PHONY: all build test test-rust test-python demo bench clean lint check-targets header check-header
+.PHONY: all build test test-rust test-c test-python demo bench clean lint check-targets header check-header
 
 all: build
 
@@ -11,10 +11,15 @@ build:
 PYTHON ?= python3
 VENV ?= .venv
 
-test: test-rust test-python
+test: test-rust test-c test-python
 
 test-rust:
 	$(CARGO) test --release --workspace
+
+# The C library as C programs use it: header checks, tests/c/test_api.c (plain and under
+# AddressSanitizer), the examples end to end over lossy relays, install + pkg-config + CMake.
+test-c: build
+	bash tests/c/run.sh
 
 # The Python package is tested as installed (a wheel built by pip in a fresh venv), and its
 # type stubs are checked against the real module.
@@ -63,3 +68,37 @@ check-header:
 
 clean:
 	$(CARGO) clean
+
+# The C library, its headers (C and C++17), a pkg-config file and a CMake package:
+#   make install [PREFIX=/usr/local] [DESTDIR=staging]    and    make uninstall (same PREFIX)
+# Layout: lib/libmptunnel.{so,a}, include/mptunnel.{h,hpp}, lib/pkgconfig/mptunnel.pc,
+# lib/cmake/mptunnel/mptunnelConfig{,Version}.cmake.
+.PHONY: install uninstall
+PREFIX ?= /usr/local
+MPT_TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
+MPT_VERSION = $(shell sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+MPT_LIBDIR = $(DESTDIR)$(PREFIX)/lib
+MPT_INCDIR = $(DESTDIR)$(PREFIX)/include
+MPT_CMAKEDIR = $(MPT_LIBDIR)/cmake/mptunnel
+MPT_INSTALLED = $(MPT_LIBDIR)/libmptunnel.so $(MPT_LIBDIR)/libmptunnel.a \
+	$(MPT_INCDIR)/mptunnel.h $(MPT_INCDIR)/mptunnel.hpp $(MPT_LIBDIR)/pkgconfig/mptunnel.pc \
+	$(MPT_CMAKEDIR)/mptunnelConfig.cmake $(MPT_CMAKEDIR)/mptunnelConfigVersion.cmake
+
+install:
+	$(CARGO) build --release -p mptunnel-ffi
+	@test -n "$(MPT_VERSION)" || { echo "no version in Cargo.toml [workspace.package]"; exit 1; }
+	install -d $(MPT_LIBDIR)/pkgconfig $(MPT_INCDIR) $(MPT_CMAKEDIR)
+	install -m 755 $(MPT_TARGET_DIR)/release/libmptunnel.so $(MPT_LIBDIR)/libmptunnel.so
+	install -m 644 $(MPT_TARGET_DIR)/release/libmptunnel.a $(MPT_LIBDIR)/libmptunnel.a
+	install -m 644 include/mptunnel.h bindings/c/mptunnel.hpp $(MPT_INCDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(MPT_VERSION)|g' \
+		bindings/c/mptunnel.pc.in > $(MPT_TARGET_DIR)/mptunnel.pc
+	install -m 644 $(MPT_TARGET_DIR)/mptunnel.pc $(MPT_LIBDIR)/pkgconfig/mptunnel.pc
+	sed -e 's|@VERSION@|$(MPT_VERSION)|g' \
+		bindings/c/mptunnelConfigVersion.cmake.in > $(MPT_TARGET_DIR)/mptunnelConfigVersion.cmake
+	install -m 644 bindings/c/mptunnelConfig.cmake $(MPT_TARGET_DIR)/mptunnelConfigVersion.cmake \
+		$(MPT_CMAKEDIR)/
+
+uninstall:
+	rm -f $(MPT_INSTALLED)
+	rmdir $(MPT_CMAKEDIR) 2>/dev/null || true

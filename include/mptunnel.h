@@ -17,7 +17,8 @@
  *  - A panic inside the library is caught and returned as MPT_ERR_PANIC.
  *  - Log levels: 1 error, 2 warn, 3 info, 4 debug, 5 trace.
  *  - Handles may be used from any thread unless the function says otherwise; a handle must
- *    not be freed while another thread is still inside a call on it.
+ *    not be freed while another thread is still inside a call on it. The threads the
+ *    library starts block all signals, so signals reach the application's own threads.
  */
 
 #ifndef MPTUNNEL_H
@@ -480,7 +481,9 @@ mpt_result mpt_tunnel_start(mpt_tunnel *t);
  *
  * Errors: `MPT_ERR_NULL`; `MPT_ERR_IO` / `MPT_ERR_PANIC` if the loop had failed (reported
  * once).
- * Thread safety: any thread.
+ * Thread safety: any thread, but not from a signal handler (it is not async-signal-safe):
+ * to stop on SIGINT/SIGTERM, let the handler set a flag, and call this from a thread that
+ * watches the flag (with `mpt_tunnel_start`, the main thread can do it).
  */
 mpt_result mpt_tunnel_stop(mpt_tunnel *t);
 

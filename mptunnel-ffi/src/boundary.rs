@@ -187,6 +187,12 @@ pub(crate) fn out_bytes<'a>(p: *mut u8, cap: usize, limit: usize, what: &str) ->
 /// without the NUL, or the capacity needed (with the NUL) on `MPT_ERR_BUFFER_TOO_SMALL`.
 pub(crate) fn write_text(s: &str, buf: *mut c_char, cap: usize, len: *mut usize) -> Res {
     let len = out_ptr(len, "len")?;
+    if cap > 0 && buf.is_null() {
+        return Err(Failure::new(
+            MPT_ERR_NULL,
+            format!("buf is NULL but its capacity is {cap}"),
+        ));
+    }
     let needed = s.len() + 1;
     if cap < needed {
         // SAFETY: checked non-NULL.

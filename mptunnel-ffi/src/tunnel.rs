@@ -203,7 +203,9 @@ pub extern "C" fn mpt_tunnel_start(t: *mut mpt_tunnel) -> mpt_result {
 ///
 /// Errors: `MPT_ERR_NULL`; `MPT_ERR_IO` / `MPT_ERR_PANIC` if the loop had failed (reported
 /// once).
-/// Thread safety: any thread.
+/// Thread safety: any thread, but not from a signal handler (it is not async-signal-safe):
+/// to stop on SIGINT/SIGTERM, let the handler set a flag, and call this from a thread that
+/// watches the flag (with `mpt_tunnel_start`, the main thread can do it).
 #[no_mangle]
 pub extern "C" fn mpt_tunnel_stop(t: *mut mpt_tunnel) -> mpt_result {
     guard("mpt_tunnel_stop", || handle(t, "tunnel")?.stop_and_wait())
