@@ -208,13 +208,23 @@ const char *mpt_result_str(mpt_result r);
 
 /**
  * The message of the last failed call on the calling thread ("" when none failed yet), for
- * example `mpt_config_set: unknown option 'colour'`. The string belongs to the library and
+ * example `mpt_config_set: colour = "blue": unknown option 'colour'`. The string belongs to the library and
  * stays valid until the next failing `mpt_` call on the same thread; copy it to keep it.
  * Successful calls do not clear it.
  *
  * Thread safety: any thread; each thread has its own message.
  */
 const char *mpt_last_error(void);
+
+/**
+ * Writes a new random key (44 base64 characters and a NUL) into `buf`, for the `key`
+ * option or a key file; both ends of a tunnel need the same key. `*len` receives 44.
+ *
+ * Errors: `MPT_ERR_NULL`, `MPT_ERR_BUFFER_TOO_SMALL` (`*len` = 45), `MPT_ERR_IO` (the OS
+ * has no randomness to give).
+ * Thread safety: any thread.
+ */
+mpt_result mpt_genkey(char *buf, size_t cap, size_t *len);
 
 /**
  * Creates an empty configuration for `role` (`MPT_ROLE_CLIENT` or `MPT_ROLE_SERVER`) and
@@ -229,14 +239,24 @@ const char *mpt_last_error(void);
 mpt_result mpt_config_new(mpt_role role, mpt_config **out);
 
 /**
- * Sets one option. Keys are the command-line tools' long options, without `--`:
- * `listen`, `target` (server), `path` (client; each call appends a path, `HOST:PORT` or
- * `HOST PORT`), `mode`, `probe-interval`, `down-after`, `idle-timeout`, `max-sessions`,
- * `window`, `key`, `key-file`, `log-level`, `stats-interval`. Values are text, as on the
- * command line (`"127.0.0.1:4000"`, `"500"`).
+ * Sets one option. Keys are the command-line tools' long options (a leading `--` is
+ * accepted); values are text, as on the command line:
+ * - `listen`: `HOST:PORT` to bind (`[::1]:4000` for IPv6; port 0 = any free port);
+ * - `target` (server): `HOST:PORT` of the service datagrams are forwarded to;
+ * - `path` (client; each call appends one, at most 64): `HOST:PORT` or `HOST PORT` of a
+ *   bridge (or of the server), optionally followed by `name=NAME` (shown in stats),
+ *   `bind=LOCAL_IP` (source address) or `dev=IFACE` (Linux: send through that interface),
+ *   e.g. `"10.0.0.2 4001 name=dsl bind=192.168.1.10"`;
+ * - `key`: the pre-shared key, 44 base64 characters (32 bytes; `mpt_genkey` makes one; both
+ *   ends need the same), or `key-file`: a file holding it;
+ * - `probe-interval` / `down-after` (ms), `idle-timeout` (s), `max-sessions`, `window`
+ *   (packets), `mode` (`redundant`), `log-level` (`error` ... `trace`, `off`: the stderr
+ *   level while no log callback is set), `stats-interval` (used by the tools only).
  *
+ * Host names are resolved when the tunnel, socket or listener is created.
  * Errors: `MPT_ERR_NULL`, `MPT_ERR_INVALID_ARG` (not UTF-8), `MPT_ERR_CONFIG` (unknown key,
- * bad value; the message names both). On error the config is unchanged.
+ * bad value; the message names both, except that a bad `key` is never echoed). On error the
+ * config is unchanged.
  * Thread safety: not concurrently with other calls on the same config.
  */
 mpt_result mpt_config_set(mpt_config *c, const char *key, const char *value);
@@ -488,9 +508,14 @@ mpt_result mpt_tunnel_start(mpt_tunnel *t);
 mpt_result mpt_tunnel_stop(mpt_tunnel *t);
 
 /**
- * Writes the tunnel's statistics as one JSON object (NUL-terminated) into `buf`: role,
- * epoch, uptime, mode, totals (datagrams and bytes each way, duplicates, drops by reason)
- * and, per path, state, RTT and loss. These are the figures the command-line tools print.
+ * Writes the tunnel's statistics as one JSON object (NUL-terminated) into `buf`, the
+ * figures the command-line tools print: `role`, `epoch`, `uptime_s`, `encrypted`,
+ * `sessions`; `totals` (`local_rx_datagrams`/`_bytes` from the application side,
+ * `local_tx_datagrams`/`_bytes` delivered to it, `net_tx_packets`, `net_rx_packets`,
+ * `duplicates` and one counter per drop reason: `malformed`, `checksum_errors`,
+ * `auth_failures`, ...); and `paths`, one object per path with `name`, `remote`, `state`
+ * (`up`, `lossy`, `down`), `rtt_ms`, `loss_out`, `loss_in` (null until measured),
+ * `tx_packets`, `rx_packets`. Every field is described in docs/STATS.md.
  * `*len` receives the length without the NUL.
  *
  * Errors: `MPT_ERR_NULL`; `MPT_ERR_BUFFER_TOO_SMALL` with `*len` = capacity needed (the

@@ -221,7 +221,7 @@ impl Config {
     pub fn load_file(&mut self, path: impl AsRef<Path>) -> Result<(), ConfigError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path)
+        let text = read_bounded(path, MAX_CONFIG_FILE)
             .map_err(|e| ConfigError::new(format!("cannot read config file '{name}': {e}")))?;
         self.load_str(&text, &name)
     }
@@ -274,21 +274,21 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.is_none() {
             return Err(ConfigError::new(
-                "no listen address given (LISTEN_PORT or --listen HOST:PORT)",
+                "no listen address given (set 'listen': --listen HOST:PORT, or the LISTEN_PORT argument)",
             ));
         }
         match self.role {
             Role::Client => {
                 if self.paths.is_empty() {
                     return Err(ConfigError::new(
-                        "no paths configured (give a config file with 'HOST PORT' lines, or --path HOST:PORT)",
+                        "no paths configured (set 'path' once per path: --path HOST:PORT, or 'HOST PORT' lines in a config file)",
                     ));
                 }
             }
             Role::Server => {
                 if self.target.is_none() {
                     return Err(ConfigError::new(
-                        "no target given (TARGET_HOST TARGET_PORT or --target HOST:PORT)",
+                        "no target given (set 'target': --target HOST:PORT, or TARGET_HOST TARGET_PORT)",
                     ));
                 }
             }
@@ -304,10 +304,30 @@ impl Config {
     }
 }
 
+/// Largest config file read: far more than any real one, and a bound for `/dev/zero`.
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// Reads a UTF-8 text file of at most `limit` bytes.
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} KiB", limit / 1024),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 /// Reads a key file (the 44-character base64 key, surrounding whitespace ignored), with a
 /// warning when the file is readable by others.
 pub fn read_key_file(path: &str) -> Result<(Key, Option<String>), ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let text = read_bounded(Path::new(path), 4096)
         .map_err(|e| ConfigError::new(format!("cannot read key file '{path}': {e}")))?;
     let key =
         Key::from_base64(&text).map_err(|e| ConfigError::new(format!("key file '{path}': {e}")))?;
@@ -381,7 +401,14 @@ fn parse_path_words(words: &[&str]) -> Result<PathConfig, ConfigError> {
                 }
                 path.dev = Some(v.to_string());
             }
-            "name" => path.name = Some(v.to_string()),
+            "name" => {
+                if v.is_empty() || v.len() > 64 || v.chars().any(char::is_control) {
+                    return Err(ConfigError::new(format!(
+                        "path name {v:?} is invalid (1 to 64 characters, no control characters)"
+                    )));
+                }
+                path.name = Some(v.to_string());
+            }
             "weight" => path.weight = parse_int("weight", v, 1, 1_000_000)? as u32,
             _ => {
                 return Err(ConfigError::new(format!(
@@ -648,5 +675,23 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("no paths"));
         c.set("path", "localhost 4001 name=a").unwrap();
         c.validate().unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn endless_or_binary_files_are_refused_without_reading_them_whole() {
+        let mut c = Config::new(Role::Client);
+        let e = c.load_file("/dev/zero").unwrap_err().to_string();
+        assert!(e.contains("larger than 1024 KiB"), "{e}");
+        let e = read_key_file("/dev/zero").unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn path_names_are_printable() {
+        let mut c = Config::new(Role::Client);
+        let e = c.set("path", "127.0.0.1 9 name=a\u{1b}[31m").unwrap_err();
+        assert!(e.message.contains("control characters"), "{e}");
+        assert!(c.set("path", "127.0.0.1 9 name=été").is_ok());
     }
 }

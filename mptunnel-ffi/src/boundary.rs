@@ -34,7 +34,18 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
-pub(crate) fn set_last_error(message: String) {
+/// Longest message kept for `mpt_last_error` (longer ones are cut at a character boundary).
+const MAX_MESSAGE: usize = 1024;
+
+pub(crate) fn set_last_error(mut message: String) {
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("...");
+    }
     let c = CString::new(message.replace('\0', "?")).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }

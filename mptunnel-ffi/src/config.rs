@@ -53,14 +53,24 @@ pub extern "C" fn mpt_config_new(role: mpt_role, out: *mut *mut mpt_config) -> m
     })
 }
 
-/// Sets one option. Keys are the command-line tools' long options, without `--`:
-/// `listen`, `target` (server), `path` (client; each call appends a path, `HOST:PORT` or
-/// `HOST PORT`), `mode`, `probe-interval`, `down-after`, `idle-timeout`, `max-sessions`,
-/// `window`, `key`, `key-file`, `log-level`, `stats-interval`. Values are text, as on the
-/// command line (`"127.0.0.1:4000"`, `"500"`).
+/// Sets one option. Keys are the command-line tools' long options (a leading `--` is
+/// accepted); values are text, as on the command line:
+/// - `listen`: `HOST:PORT` to bind (`[::1]:4000` for IPv6; port 0 = any free port);
+/// - `target` (server): `HOST:PORT` of the service datagrams are forwarded to;
+/// - `path` (client; each call appends one, at most 64): `HOST:PORT` or `HOST PORT` of a
+///   bridge (or of the server), optionally followed by `name=NAME` (shown in stats),
+///   `bind=LOCAL_IP` (source address) or `dev=IFACE` (Linux: send through that interface),
+///   e.g. `"10.0.0.2 4001 name=dsl bind=192.168.1.10"`;
+/// - `key`: the pre-shared key, 44 base64 characters (32 bytes; `mpt_genkey` makes one; both
+///   ends need the same), or `key-file`: a file holding it;
+/// - `probe-interval` / `down-after` (ms), `idle-timeout` (s), `max-sessions`, `window`
+///   (packets), `mode` (`redundant`), `log-level` (`error` ... `trace`, `off`: the stderr
+///   level while no log callback is set), `stats-interval` (used by the tools only).
 ///
+/// Host names are resolved when the tunnel, socket or listener is created.
 /// Errors: `MPT_ERR_NULL`, `MPT_ERR_INVALID_ARG` (not UTF-8), `MPT_ERR_CONFIG` (unknown key,
-/// bad value; the message names both). On error the config is unchanged.
+/// bad value; the message names both, except that a bad `key` is never echoed). On error the
+/// config is unchanged.
 /// Thread safety: not concurrently with other calls on the same config.
 #[no_mangle]
 pub extern "C" fn mpt_config_set(
@@ -74,11 +84,26 @@ pub extern "C" fn mpt_config_set(
         let value = text(value, "value")?;
         let mut next = c.inner.clone();
         next.set(key, value).map_err(|e| {
-            Failure::new(MPT_ERR_CONFIG, format!("{key} = {value:?}: {}", e.message))
+            Failure::new(
+                MPT_ERR_CONFIG,
+                format!("{key} = {}: {}", shown_value(key, value), e.message),
+            )
         })?;
         c.inner = next;
         Ok(())
     })
+}
+
+/// How a value appears in an error message: quoted, shortened when long, and never the
+/// secret itself for `key`.
+fn shown_value(key: &str, value: &str) -> String {
+    if key.trim().trim_start_matches("--") == "key" {
+        return "<the key>".into();
+    }
+    match value.char_indices().nth(64) {
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+        None => format!("{value:?}"),
+    }
 }
 
 /// Reads a config file: the tools' format (`name = value` lines, and for a client the

@@ -88,7 +88,7 @@ pub extern "C" fn mpt_result_str(r: mpt_result) -> *const c_char {
 }
 
 /// The message of the last failed call on the calling thread ("" when none failed yet), for
-/// example `mpt_config_set: unknown option 'colour'`. The string belongs to the library and
+/// example `mpt_config_set: colour = "blue": unknown option 'colour'`. The string belongs to the library and
 /// stays valid until the next failing `mpt_` call on the same thread; copy it to keep it.
 /// Successful calls do not clear it.
 ///
@@ -96,6 +96,22 @@ pub extern "C" fn mpt_result_str(r: mpt_result) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn mpt_last_error() -> *const c_char {
     boundary::last_error_ptr()
+}
+
+/// Writes a new random key (44 base64 characters and a NUL) into `buf`, for the `key`
+/// option or a key file; both ends of a tunnel need the same key. `*len` receives 44.
+///
+/// Errors: `MPT_ERR_NULL`, `MPT_ERR_BUFFER_TOO_SMALL` (`*len` = 45), `MPT_ERR_IO` (the OS
+/// has no randomness to give).
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn mpt_genkey(buf: *mut c_char, cap: usize, len: *mut usize) -> mpt_result {
+    boundary::guard("mpt_genkey", || {
+        boundary::out_ptr(len, "len")?;
+        let key = mptunnel::protocol::crypto::Key::generate()
+            .map_err(|e| boundary::Failure::new(MPT_ERR_IO, e))?;
+        boundary::write_text(&key.to_base64(), buf, cap, len)
+    })
 }
 
 #[cfg(test)]

@@ -75,10 +75,14 @@ fn level_filter(n: c_int) -> LevelFilter {
 
 impl log::Log for FfiLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= SINK.read_recursive().level
+        // Only the library's own messages, not those of the crates it uses.
+        metadata.target().starts_with("mptunnel") && metadata.level() <= SINK.read_recursive().level
     }
 
     fn log(&self, record: &log::Record) {
+        if !record.target().starts_with("mptunnel") {
+            return;
+        }
         // Held for the whole call, so that once mpt_set_log_callback returns, the previous
         // callback is no longer running anywhere.
         let sink = SINK.read_recursive();

@@ -211,9 +211,14 @@ pub extern "C" fn mpt_tunnel_stop(t: *mut mpt_tunnel) -> mpt_result {
     guard("mpt_tunnel_stop", || handle(t, "tunnel")?.stop_and_wait())
 }
 
-/// Writes the tunnel's statistics as one JSON object (NUL-terminated) into `buf`: role,
-/// epoch, uptime, mode, totals (datagrams and bytes each way, duplicates, drops by reason)
-/// and, per path, state, RTT and loss. These are the figures the command-line tools print.
+/// Writes the tunnel's statistics as one JSON object (NUL-terminated) into `buf`, the
+/// figures the command-line tools print: `role`, `epoch`, `uptime_s`, `encrypted`,
+/// `sessions`; `totals` (`local_rx_datagrams`/`_bytes` from the application side,
+/// `local_tx_datagrams`/`_bytes` delivered to it, `net_tx_packets`, `net_rx_packets`,
+/// `duplicates` and one counter per drop reason: `malformed`, `checksum_errors`,
+/// `auth_failures`, ...); and `paths`, one object per path with `name`, `remote`, `state`
+/// (`up`, `lossy`, `down`), `rtt_ms`, `loss_out`, `loss_in` (null until measured),
+/// `tx_packets`, `rx_packets`. Every field is described in docs/STATS.md.
 /// `*len` receives the length without the NUL.
 ///
 /// Errors: `MPT_ERR_NULL`; `MPT_ERR_BUFFER_TOO_SMALL` with `*len` = capacity needed (the

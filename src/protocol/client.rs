@@ -567,12 +567,21 @@ impl Client {
         for i in 0..self.paths.len() {
             if let Some(old) = self.paths[i].check_down(now, &self.params) {
                 let p = &self.paths[i];
-                warn!(
-                    "path {} is down (was {}): nothing heard for {:?}",
-                    p.name(),
-                    old.name(),
-                    self.params.down_after
-                );
+                if p.ever_heard() {
+                    warn!(
+                        "path {} is down (was {}): nothing heard for {:?}",
+                        p.name(),
+                        old.name(),
+                        self.params.down_after
+                    );
+                } else {
+                    warn!(
+                        "path {} is down: no answer since the start ({:?}); is the bridge \
+                         or the server running?",
+                        p.name(),
+                        self.params.down_after
+                    );
+                }
             }
             if let Some(token) = self.paths[i].poll_probe(now, &self.params) {
                 let h = self.control_header(PacketType::Probe);

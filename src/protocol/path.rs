@@ -286,6 +286,11 @@ impl ClientPath {
         None
     }
 
+    /// True once anything came back over this path.
+    pub fn ever_heard(&self) -> bool {
+        self.last_rx.is_some()
+    }
+
     /// When this path next needs attention.
     pub fn next_deadline(&self, params: &Params) -> Instant {
         let mut t = self.next_probe;

@@ -125,6 +125,32 @@ static void test_config(void) {
     OK(mpt_config_validate(c));
     unlink(path);
 
+    /* Keys: generated here, accepted by "key"; a bad key is never echoed back. */
+    {
+        char key[64], small[8], *huge;
+        size_t klen = 0;
+        FAILS(mpt_genkey(small, sizeof small, &klen), MPT_ERR_BUFFER_TOO_SMALL, "45");
+        CHECK(klen == 45);
+        FAILS(mpt_genkey(key, sizeof key, NULL), MPT_ERR_NULL, "len is NULL");
+        OK(mpt_genkey(key, sizeof key, &klen));
+        CHECK(klen == 44 && strlen(key) == 44);
+        OK(mpt_config_set(c, "key", key));
+        key[10] = '\0';
+        FAILS(mpt_config_set(c, "key", key), MPT_ERR_CONFIG, "44 base64 characters");
+        CHECK(strstr(mpt_last_error(), key) == NULL);
+        /* A huge value: a clear error, and a message of bounded size. */
+        huge = malloc(100001);
+        memset(huge, 'a', 100000);
+        huge[100000] = '\0';
+        FAILS(mpt_config_set(c, "path", huge), MPT_ERR_CONFIG, "100000 bytes");
+        CHECK(strlen(mpt_last_error()) < 1100);
+        free(huge);
+    }
+    FAILS(mpt_config_set(c, "path", "127.0.0.1 9 name=a\x1b[31mred"), MPT_ERR_CONFIG,
+          "control characters");
+    FAILS(mpt_config_load_file(c, "/dev/zero"), MPT_ERR_CONFIG, "larger than");
+    FAILS(mpt_config_load_file(c, "/tmp"), MPT_ERR_CONFIG, "/tmp");
+
     mpt_config_free(c);
     mpt_config_free(NULL);
 }

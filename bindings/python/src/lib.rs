@@ -54,8 +54,15 @@ fn build_config(py: Python<'_>, role: Role, options: Vec<(String, String)>) -> P
                 .map_err(|e| config_error(py, e.to_string()))?;
             continue;
         }
-        c.set(&k, &v)
-            .map_err(|e| config_error(py, format!("{k}={v:?}: {}", e.message)))?;
+        c.set(&k, &v).map_err(|e| {
+            // Never echo a secret back into a message that may end up in a log.
+            let shown = if k.trim_start_matches("--") == "key" {
+                "<the key>".to_string()
+            } else {
+                format!("{v:?}")
+            };
+            config_error(py, format!("{k}={shown}: {}", e.message))
+        })?;
     }
     Ok(c)
 }

@@ -216,8 +216,9 @@ def test_bad_arguments_raise_config_error() -> None:
         mptunnel.Client(listen="127.0.0.1:0", paths=["h:1"], mode="sideways")
     with pytest.raises(mptunnel.ConfigError, match="bogus"):
         mptunnel.Server(listen="127.0.0.1:0", target="127.0.0.1:9", bogus=1)
-    with pytest.raises(mptunnel.ConfigError, match="key"):
+    with pytest.raises(mptunnel.ConfigError, match="key") as bad_key:
         mptunnel.connect(["127.0.0.1:9"], key="too-short")
+    assert "too-short" not in str(bad_key.value)  # a secret is never echoed
     with pytest.raises(mptunnel.ConfigError, match="no paths"):
         mptunnel.Client(listen="127.0.0.1:0")
     with pytest.raises(mptunnel.ConfigError):
