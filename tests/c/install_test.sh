@@ -96,6 +96,30 @@ build_static() {
     fi
 }
 
+# The library's examples, built as a user would from the installed files only.
+build_examples() {
+    local ex
+    for ex in embedded_client embedded_server tunnel_stats; do
+        "$CC" -std=c99 -Wall -Wextra -Werror -pedantic "$root/examples/c/$ex.c" \
+            $(pc --cflags --libs mptunnel) -o "$tmp/$ex"
+    done
+}
+
+# embedded_client -> embedded_server, both built against the installed library.
+run_examples() {
+    local addr i
+    env -u LD_LIBRARY_PATH "$tmp/embedded_server" 127.0.0.1:0 >"$tmp/es.out" 2>&1 &
+    local pid=$!
+    for i in $(seq 50); do
+        addr=$(sed -n 's/^embedded_server: listening on //p' "$tmp/es.out")
+        [ -n "$addr" ] && break
+        sleep 0.1
+    done
+    run "$tmp/embedded_client" -n 50 "$addr" "$addr"
+    kill -TERM "$pid"
+    wait "$pid"
+}
+
 cmake_configure() {
     local out
     out=$("$CMAKE" -S "$here/cmake_consumer" -B "$tmp/cmake-build" \
@@ -167,6 +191,8 @@ step "C app built with pkg-config (shared)" build_shared
 step "C app runs without LD_LIBRARY_PATH" run "$tmp/app_shared"
 step "C app built against libmptunnel.a (pkg-config --static)" build_static
 step "static C app runs" run "$tmp/app_static"
+step "examples/c built with pkg-config from the installed files" build_examples
+step "installed examples: embedded_client -> embedded_server" run_examples
 step "cmake configure: find_package(mptunnel 0.1)" cmake_configure
 step "cmake build (mptunnel::mptunnel, mptunnel::mptunnel_static, C++17)" \
     "$CMAKE" --build "$tmp/cmake-build"
