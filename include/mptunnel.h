@@ -342,8 +342,8 @@ mpt_result mpt_socket_recv(mpt_socket *s, uint8_t *buf, size_t cap, size_t *len,
  * A descriptor that is readable while a received datagram waits: add it to poll/epoll/
  * select with POLLIN, then call `mpt_socket_recv` with timeout 0 until `MPT_ERR_TIMEOUT`.
  * Do not read from it or close it; it belongs to the socket. It becomes readable too when
- * the socket is closed. Returns `MPT_INVALID_FD` (-1) on error (NULL socket; platforms
- * without one) with `mpt_last_error()` set.
+ * the socket is closed. On Windows it is a `SOCKET` (a loopback UDP socket) for `select` or
+ * `WSAPoll`. Returns `MPT_INVALID_FD` on error (NULL socket) with `mpt_last_error()` set.
  *
  * Thread safety: any thread.
  */

@@ -73,7 +73,17 @@ fn notify_fd_listener(l: &MultipathListener) -> Res<mpt_fd> {
     Ok(l.notify_fd())
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
+fn notify_fd_socket(s: &MultipathSocket) -> Res<mpt_fd> {
+    Ok(s.notify_socket() as mpt_fd)
+}
+
+#[cfg(windows)]
+fn notify_fd_listener(l: &MultipathListener) -> Res<mpt_fd> {
+    Ok(l.notify_socket() as mpt_fd)
+}
+
+#[cfg(not(any(unix, windows)))]
 fn notify_fd_socket(_: &MultipathSocket) -> Res<mpt_fd> {
     Err(Failure::new(
         MPT_ERR_UNSUPPORTED,
@@ -81,7 +91,7 @@ fn notify_fd_socket(_: &MultipathSocket) -> Res<mpt_fd> {
     ))
 }
 
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 fn notify_fd_listener(_: &MultipathListener) -> Res<mpt_fd> {
     Err(Failure::new(
         MPT_ERR_UNSUPPORTED,
@@ -162,8 +172,8 @@ pub extern "C" fn mpt_socket_recv(
 /// A descriptor that is readable while a received datagram waits: add it to poll/epoll/
 /// select with POLLIN, then call `mpt_socket_recv` with timeout 0 until `MPT_ERR_TIMEOUT`.
 /// Do not read from it or close it; it belongs to the socket. It becomes readable too when
-/// the socket is closed. Returns `MPT_INVALID_FD` (-1) on error (NULL socket; platforms
-/// without one) with `mpt_last_error()` set.
+/// the socket is closed. On Windows it is a `SOCKET` (a loopback UDP socket) for `select` or
+/// `WSAPoll`. Returns `MPT_INVALID_FD` on error (NULL socket) with `mpt_last_error()` set.
 ///
 /// Thread safety: any thread.
 #[no_mangle]

@@ -40,30 +40,87 @@ pub(crate) struct Inproc {
     arrived: Condvar,
     closed: AtomicBool,
     pub(crate) dropped: AtomicU64,
+    notify: Notify,
+}
+
+/// A descriptor that is readable while datagrams wait for the application: the read end of
+/// a socket pair that holds a byte while the incoming queue is not empty. A Unix socket pair
+/// on Unix; elsewhere (Windows) two connected loopback UDP sockets, which `select`/`WSAPoll`
+/// understand.
+struct Notify {
     #[cfg(unix)]
-    notify: (
-        std::os::unix::net::UnixStream,
-        std::os::unix::net::UnixStream,
-    ),
+    r: std::os::unix::net::UnixStream,
+    #[cfg(unix)]
+    w: std::os::unix::net::UnixStream,
+    #[cfg(not(unix))]
+    r: std::net::UdpSocket,
+    #[cfg(not(unix))]
+    w: std::net::UdpSocket,
+}
+
+impl Notify {
+    #[cfg(unix)]
+    fn new() -> io::Result<Notify> {
+        let (r, w) = std::os::unix::net::UnixStream::pair()?;
+        r.set_nonblocking(true)?;
+        w.set_nonblocking(true)?;
+        Ok(Notify { r, w })
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> io::Result<Notify> {
+        let r = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let w = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        w.connect(r.local_addr()?)?;
+        r.connect(w.local_addr()?)?;
+        r.set_nonblocking(true)?;
+        w.set_nonblocking(true)?;
+        Ok(Notify { r, w })
+    }
+
+    fn signal(&self) {
+        #[cfg(unix)]
+        {
+            use std::io::Write;
+            let _ = (&self.w).write(&[1]);
+        }
+        #[cfg(not(unix))]
+        let _ = self.w.send(&[1]);
+    }
+
+    fn clear(&self) {
+        let mut b = [0u8; 64];
+        #[cfg(unix)]
+        {
+            use std::io::Read;
+            while matches!((&self.r).read(&mut b), Ok(n) if n > 0) {}
+        }
+        #[cfg(not(unix))]
+        while self.r.recv(&mut b).is_ok() {}
+    }
+
+    #[cfg(unix)]
+    fn raw(&self) -> std::os::unix::io::RawFd {
+        use std::os::unix::io::AsRawFd;
+        self.r.as_raw_fd()
+    }
+
+    #[cfg(windows)]
+    fn raw(&self) -> std::os::windows::io::RawSocket {
+        use std::os::windows::io::AsRawSocket;
+        self.r.as_raw_socket()
+    }
 }
 
 impl Inproc {
     fn new() -> io::Result<Arc<Inproc>> {
-        #[cfg(unix)]
-        let notify = {
-            let (r, w) = std::os::unix::net::UnixStream::pair()?;
-            r.set_nonblocking(true)?;
-            w.set_nonblocking(true)?;
-            (r, w)
-        };
         Ok(Arc::new(Inproc {
             outgoing: Mutex::new(VecDeque::new()),
             incoming: Mutex::new(VecDeque::new()),
             arrived: Condvar::new(),
             closed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
-            #[cfg(unix)]
-            notify,
+            notify: Notify::new()?,
         }))
     }
 
@@ -83,24 +140,13 @@ impl Inproc {
         self.arrived.notify_one();
     }
 
-    #[cfg(unix)]
     fn signal(&self) {
-        use std::io::Write;
-        let _ = (&self.notify.1).write(&[1]);
+        self.notify.signal();
     }
 
-    #[cfg(not(unix))]
-    fn signal(&self) {}
-
-    #[cfg(unix)]
     fn unsignal(&self) {
-        use std::io::Read;
-        let mut b = [0u8; 64];
-        while matches!((&self.notify.0).read(&mut b), Ok(n) if n > 0) {}
+        self.notify.clear();
     }
-
-    #[cfg(not(unix))]
-    fn unsignal(&self) {}
 
     fn push_outgoing(&self, peer: u64, data: &[u8]) -> io::Result<()> {
         if self.closed.load(Ordering::SeqCst) {
@@ -276,8 +322,13 @@ impl MultipathSocket {
     /// A descriptor that is readable while a datagram waits (for poll/epoll/select).
     #[cfg(unix)]
     pub fn notify_fd(&self) -> std::os::unix::io::RawFd {
-        use std::os::unix::io::AsRawFd;
-        self.runner.inproc.notify.0.as_raw_fd()
+        self.runner.inproc.notify.raw()
+    }
+
+    /// A socket that is readable while a datagram waits (for select/WSAPoll).
+    #[cfg(windows)]
+    pub fn notify_socket(&self) -> std::os::windows::io::RawSocket {
+        self.runner.inproc.notify.raw()
     }
 
     /// Stats of the underlying client endpoint.
@@ -352,8 +403,13 @@ impl MultipathListener {
     /// A descriptor that is readable while a datagram waits (for poll/epoll/select).
     #[cfg(unix)]
     pub fn notify_fd(&self) -> std::os::unix::io::RawFd {
-        use std::os::unix::io::AsRawFd;
-        self.runner.inproc.notify.0.as_raw_fd()
+        self.runner.inproc.notify.raw()
+    }
+
+    /// A socket that is readable while a datagram waits (for select/WSAPoll).
+    #[cfg(windows)]
+    pub fn notify_socket(&self) -> std::os::windows::io::RawSocket {
+        self.runner.inproc.notify.raw()
     }
 
     /// Stats of the underlying server endpoint.

@@ -273,7 +273,11 @@ impl NativeSocket {
         {
             i64::from(self.inner.notify_fd())
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            self.inner.notify_socket() as i64
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             -1
         }
@@ -334,7 +338,11 @@ impl NativeListener {
         {
             i64::from(self.inner.notify_fd())
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            self.inner.notify_socket() as i64
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             -1
         }
