@@ -105,8 +105,9 @@ build_examples() {
     done
 }
 
-# embedded_client -> embedded_server, both built against the installed library.
+# CLIENT -> embedded_server, both built against the installed library.
 run_examples() {
+    local client=$1
     local addr i
     env -u LD_LIBRARY_PATH "$tmp/embedded_server" 127.0.0.1:0 >"$tmp/es.out" 2>&1 &
     local pid=$!
@@ -115,7 +116,7 @@ run_examples() {
         [ -n "$addr" ] && break
         sleep 0.1
     done
-    run "$tmp/embedded_client" -n 50 "$addr" "$addr"
+    run "$client" -n 50 "$addr" "$addr"
     kill -TERM "$pid"
     wait "$pid"
 }
@@ -192,13 +193,15 @@ step "C app runs without LD_LIBRARY_PATH" run "$tmp/app_shared"
 step "C app built against libmptunnel.a (pkg-config --static)" build_static
 step "static C app runs" run "$tmp/app_static"
 step "examples/c built with pkg-config from the installed files" build_examples
-step "installed examples: embedded_client -> embedded_server" run_examples
+step "installed examples: embedded_client -> embedded_server" run_examples "$tmp/embedded_client"
 step "cmake configure: find_package(mptunnel 0.1)" cmake_configure
 step "cmake build (mptunnel::mptunnel, mptunnel::mptunnel_static, C++17)" \
     "$CMAKE" --build "$tmp/cmake-build"
 step "CMake C app runs" run "$tmp/cmake-build/pkgconfig_app"
 step "CMake static C app runs" run "$tmp/cmake-build/static_app"
 step "CMake C++ wrapper test runs" run "$tmp/cmake-build/cpp_wrapper_test"
+step "CMake-built example embedded_client -> embedded_server" \
+    run_examples "$tmp/cmake-build/embedded_client"
 step "CMake version compatibility (0.x: same minor)" cmake_versions
 step "mptunnel.hpp: $CXX -std=c++17 -Wall -Wextra -Werror -pedantic" build_cpp_direct "$CXX"
 step "C++ wrapper test ($CXX) runs" run "$tmp/cpp_$(basename "$CXX")"
