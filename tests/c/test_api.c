@@ -155,6 +155,48 @@ static void test_config(void) {
     mpt_config_free(NULL);
 }
 
+/* Every option with values a fuzzer would try: an error code, never a caught panic; and a
+ * tunnel built from whatever was accepted fails or works cleanly too. */
+static void test_no_value_panics(void) {
+    static const char *keys[] = {"listen", "target", "path", "mode", "probe-interval",
+                                 "down-after", "idle-timeout", "max-sessions", "window",
+                                 "stats-interval", "log-level", "key", "key-file", "forward"};
+    static const char *values[] = {"", " ", "0", "-1", "nan", "inf", "1e308", "-0",
+                                   "18446744073709551616", "4294967296", "0.0000001",
+                                   "127.0.0.1:0", "[::1]:0", "[::1", "::1]:5", ":", ":0",
+                                   "host:", "a b c d e f", "127.0.0.1 1 name=", "x name=y",
+                                   "127.0.0.1 1 bind=", "127.0.0.1 1 dev=", "127.0.0.1 1 weight=0",
+                                   "%s%s%n", "\t\n", "redundant", "failover", "/dev/null",
+                                   "1ms", "1s", "9999999999999ms"};
+    size_t k, v;
+    int role, panics = 0;
+    for (role = MPT_ROLE_CLIENT; role <= MPT_ROLE_SERVER; role++) {
+        for (k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            for (v = 0; v < sizeof values / sizeof values[0]; v++) {
+                mpt_config *c = NULL;
+                mpt_tunnel *t = NULL;
+                mpt_result r;
+                if (mpt_config_new((mpt_role)role, &c) != MPT_OK) continue;
+                mpt_config_set(c, "listen", "127.0.0.1:0");
+                mpt_config_set(c, role == MPT_ROLE_CLIENT ? "path" : "target", "127.0.0.1:9");
+                r = mpt_config_set(c, keys[k], values[v]);
+                if (r == MPT_ERR_PANIC) {
+                    printf("   panic: %s = \"%s\"\n", keys[k], values[v]);
+                    panics++;
+                }
+                r = mpt_tunnel_new(c, &t);
+                if (r == MPT_ERR_PANIC) {
+                    printf("   panic in mpt_tunnel_new after %s = \"%s\"\n", keys[k], values[v]);
+                    panics++;
+                }
+                mpt_tunnel_free(t);
+                mpt_config_free(c);
+            }
+        }
+    }
+    CHECK(panics == 0);
+}
+
 static void test_tunnel(void) {
     mpt_config *c = server_config("127.0.0.1:0");
     mpt_tunnel *t = NULL, *t2 = NULL;
@@ -496,6 +538,7 @@ static void test_last_error_is_per_thread(void) {
 int main(void) {
     test_basics();
     test_config();
+    test_no_value_panics();
     test_tunnel();
     test_tunnel_run_and_stop_from_another_thread();
     test_sockets();
