@@ -106,7 +106,7 @@ pub struct Config {
     /// Print stats every this often (None: never).
     pub stats_interval: Option<Duration>,
     /// Log level name, if set.
-    pub log_level: Option<String>,
+    pub log_level: Option<log::LevelFilter>,
     /// Things worth a warning found while reading the configuration (e.g. a key file others
     /// can read), for the caller to log once logging is set up.
     pub warnings: Vec<String>,
@@ -170,13 +170,7 @@ impl Config {
                 self.stats_interval = (!d.is_zero()).then_some(d);
             }
             "log-level" => {
-                let v = value.to_ascii_lowercase();
-                if !["off", "error", "warn", "info", "debug", "trace"].contains(&v.as_str()) {
-                    return Err(ConfigError::new(format!(
-                        "unknown log-level '{value}' (expected error, warn, info, debug, trace or off)"
-                    )));
-                }
-                self.log_level = Some(v);
+                self.log_level = Some(parse_log_level(value).map_err(ConfigError::new)?);
             }
             "key" => {
                 let k =
@@ -525,6 +519,34 @@ fn parse_int(key: &str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError>
         )));
     }
     Ok(n)
+}
+
+/// How a setting's value appears in an error message: quoted, shortened when long, and
+/// never the secret itself for `key`.
+pub fn shown_value(key: &str, value: &str) -> String {
+    if key.trim().trim_start_matches("--") == "key" {
+        return "<the key>".into();
+    }
+    match value.char_indices().nth(64) {
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+        None => format!("{value:?}"),
+    }
+}
+
+/// Parses a log level as every front end accepts it: `error`, `warn`, `info`, `debug`,
+/// `trace` or `off`, or the numbers 1 to 5 (0 = off).
+pub fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "off" | "quiet" | "0" => Ok(log::LevelFilter::Off),
+        "error" | "1" => Ok(log::LevelFilter::Error),
+        "warn" | "warning" | "2" => Ok(log::LevelFilter::Warn),
+        "info" | "3" => Ok(log::LevelFilter::Info),
+        "debug" | "4" => Ok(log::LevelFilter::Debug),
+        "trace" | "5" => Ok(log::LevelFilter::Trace),
+        _ => Err(format!(
+            "unknown log level '{s}' (expected error, warn, info, debug, trace or off)"
+        )),
+    }
 }
 
 fn parse_ms(key: &str, v: &str, min: u64, max: u64) -> Result<Duration, ConfigError> {

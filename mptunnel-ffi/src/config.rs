@@ -2,6 +2,7 @@
 
 use std::ffi::c_char;
 
+use mptunnel::config::shown_value;
 use mptunnel::{Config, Role};
 
 use crate::boundary::{guard, handle, handle_mut, out_ptr, text, Failure};
@@ -92,18 +93,6 @@ pub extern "C" fn mpt_config_set(
         c.inner = next;
         Ok(())
     })
-}
-
-/// How a value appears in an error message: quoted, shortened when long, and never the
-/// secret itself for `key`.
-fn shown_value(key: &str, value: &str) -> String {
-    if key.trim().trim_start_matches("--") == "key" {
-        return "<the key>".into();
-    }
-    match value.char_indices().nth(64) {
-        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
-        None => format!("{value:?}"),
-    }
 }
 
 /// Reads a config file: the tools' format (`name = value` lines, and for a client the

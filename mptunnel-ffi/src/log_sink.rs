@@ -125,16 +125,7 @@ pub(crate) fn ensure_logger() {
 }
 
 /// Sets the stderr level from a config's `log-level`, unless a callback is installed.
-pub(crate) fn apply_config_level(name: &str) {
-    let level = match name.to_ascii_lowercase().as_str() {
-        "off" | "quiet" | "0" => LevelFilter::Off,
-        "error" | "1" => LevelFilter::Error,
-        "warn" | "warning" | "2" => LevelFilter::Warn,
-        "info" | "3" => LevelFilter::Info,
-        "debug" | "4" => LevelFilter::Debug,
-        "trace" | "5" => LevelFilter::Trace,
-        _ => return,
-    };
+pub(crate) fn apply_config_level(level: LevelFilter) {
     if IN_CALLBACK.with(|f| f.get()) {
         return;
     }

@@ -10,8 +10,8 @@ use crate::boundary::{
 };
 use crate::*;
 
-/// Largest UDP payload; no datagram is larger, so no receive buffer needs more.
-const MAX_UDP: usize = 65_507;
+/// No datagram is larger than a UDP payload, so no receive buffer needs more.
+use mptunnel::protocol::packet::MAX_UDP_PAYLOAD as MAX_UDP;
 
 /// A descriptor for poll/epoll/select: an `int` file descriptor on POSIX systems.
 #[cfg(not(windows))]
@@ -61,42 +61,6 @@ fn received(r: RecvInto, len: *mut usize, peer: *mut u64) -> Res {
             ))
         }
     }
-}
-
-#[cfg(unix)]
-fn notify_fd_socket(s: &MultipathSocket) -> Res<mpt_fd> {
-    Ok(s.notify_fd())
-}
-
-#[cfg(unix)]
-fn notify_fd_listener(l: &MultipathListener) -> Res<mpt_fd> {
-    Ok(l.notify_fd())
-}
-
-#[cfg(windows)]
-fn notify_fd_socket(s: &MultipathSocket) -> Res<mpt_fd> {
-    Ok(s.notify_socket() as mpt_fd)
-}
-
-#[cfg(windows)]
-fn notify_fd_listener(l: &MultipathListener) -> Res<mpt_fd> {
-    Ok(l.notify_socket() as mpt_fd)
-}
-
-#[cfg(not(any(unix, windows)))]
-fn notify_fd_socket(_: &MultipathSocket) -> Res<mpt_fd> {
-    Err(Failure::new(
-        MPT_ERR_UNSUPPORTED,
-        "no notification descriptor on this platform; use recv with a timeout",
-    ))
-}
-
-#[cfg(not(any(unix, windows)))]
-fn notify_fd_listener(_: &MultipathListener) -> Res<mpt_fd> {
-    Err(Failure::new(
-        MPT_ERR_UNSUPPORTED,
-        "no notification descriptor on this platform; use recv with a timeout",
-    ))
 }
 
 /// Starts a client endpoint with the config's paths (`path`, and optionally `key`, `mode`,
@@ -179,7 +143,7 @@ pub extern "C" fn mpt_socket_recv(
 #[no_mangle]
 pub extern "C" fn mpt_socket_fd(s: *const mpt_socket) -> mpt_fd {
     guard_value("mpt_socket_fd", MPT_INVALID_FD, || {
-        notify_fd_socket(&handle(s, "socket")?.inner)
+        Ok(handle(s, "socket")?.inner.notify_fd() as mpt_fd)
     })
 }
 
@@ -322,7 +286,7 @@ pub extern "C" fn mpt_listener_send(
 #[no_mangle]
 pub extern "C" fn mpt_listener_fd(l: *const mpt_listener) -> mpt_fd {
     guard_value("mpt_listener_fd", MPT_INVALID_FD, || {
-        notify_fd_listener(&handle(l, "listener")?.inner)
+        Ok(handle(l, "listener")?.inner.notify_fd() as mpt_fd)
     })
 }
 

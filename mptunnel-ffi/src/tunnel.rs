@@ -101,7 +101,7 @@ pub extern "C" fn mpt_tunnel_new(c: *const mpt_config, out: *mut *mut mpt_tunnel
     guard("mpt_tunnel_new", || {
         let c = handle(c, "config")?;
         let out = out_ptr(out, "out")?;
-        if let Some(level) = &c.inner.log_level {
+        if let Some(level) = c.inner.log_level {
             crate::log_sink::apply_config_level(level);
         }
         for w in &c.inner.warnings {

@@ -43,6 +43,13 @@ pub(crate) struct Inproc {
     notify: Notify,
 }
 
+/// What `notify_fd` returns: a file descriptor on Unix, a SOCKET on Windows.
+#[cfg(unix)]
+pub type NotifyFd = std::os::unix::io::RawFd;
+/// What `notify_fd` returns: a file descriptor on Unix, a SOCKET on Windows.
+#[cfg(windows)]
+pub type NotifyFd = std::os::windows::io::RawSocket;
+
 /// A descriptor that is readable while datagrams wait for the application: the read end of
 /// a socket pair that holds a byte while the incoming queue is not empty. A Unix socket pair
 /// on Unix; elsewhere (Windows) two connected loopback UDP sockets, which `select`/`WSAPoll`
@@ -100,13 +107,13 @@ impl Notify {
     }
 
     #[cfg(unix)]
-    fn raw(&self) -> std::os::unix::io::RawFd {
+    fn raw(&self) -> NotifyFd {
         use std::os::unix::io::AsRawFd;
         self.r.as_raw_fd()
     }
 
     #[cfg(windows)]
-    fn raw(&self) -> std::os::windows::io::RawSocket {
+    fn raw(&self) -> NotifyFd {
         use std::os::windows::io::AsRawSocket;
         self.r.as_raw_socket()
     }
@@ -319,15 +326,9 @@ impl MultipathSocket {
         self.runner.max_datagram
     }
 
-    /// A descriptor that is readable while a datagram waits (for poll/epoll/select).
-    #[cfg(unix)]
-    pub fn notify_fd(&self) -> std::os::unix::io::RawFd {
-        self.runner.inproc.notify.raw()
-    }
-
-    /// A socket that is readable while a datagram waits (for select/WSAPoll).
-    #[cfg(windows)]
-    pub fn notify_socket(&self) -> std::os::windows::io::RawSocket {
+    /// A descriptor that is readable while a datagram waits: for poll/epoll/select on Unix,
+    /// a SOCKET for select/WSAPoll on Windows. It belongs to this object.
+    pub fn notify_fd(&self) -> NotifyFd {
         self.runner.inproc.notify.raw()
     }
 
@@ -400,15 +401,9 @@ impl MultipathListener {
         self.runner.send(peer, data)
     }
 
-    /// A descriptor that is readable while a datagram waits (for poll/epoll/select).
-    #[cfg(unix)]
-    pub fn notify_fd(&self) -> std::os::unix::io::RawFd {
-        self.runner.inproc.notify.raw()
-    }
-
-    /// A socket that is readable while a datagram waits (for select/WSAPoll).
-    #[cfg(windows)]
-    pub fn notify_socket(&self) -> std::os::windows::io::RawSocket {
+    /// A descriptor that is readable while a datagram waits: for poll/epoll/select on Unix,
+    /// a SOCKET for select/WSAPoll on Windows. It belongs to this object.
+    pub fn notify_fd(&self) -> NotifyFd {
         self.runner.inproc.notify.raw()
     }
 

@@ -22,7 +22,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::{Config, ConfigError, Role};
 use crate::protocol::stats::Stats;
-pub use inproc::{MultipathListener, MultipathSocket, RecvInto};
+pub use inproc::{MultipathListener, MultipathSocket, NotifyFd, RecvInto};
 
 const WAKER: mio::Token = mio::Token(usize::MAX - 1);
 /// How often the loop publishes a stats snapshot for other threads.

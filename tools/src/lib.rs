@@ -37,20 +37,7 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
-/// Parses a log level name as the tools accept it (`error`, `warn`, `info`, `debug`, `trace`, `off`).
-pub fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "off" | "quiet" | "0" => Ok(log::LevelFilter::Off),
-        "error" | "1" => Ok(log::LevelFilter::Error),
-        "warn" | "warning" | "2" => Ok(log::LevelFilter::Warn),
-        "info" | "3" => Ok(log::LevelFilter::Info),
-        "debug" | "4" => Ok(log::LevelFilter::Debug),
-        "trace" | "5" => Ok(log::LevelFilter::Trace),
-        _ => Err(format!(
-            "unknown log level '{s}' (expected error, warn, info, debug, trace or off)"
-        )),
-    }
-}
+pub use mptunnel::config::parse_log_level;
 
 /// Sends `log` records to stderr as `prog: level: message`. Call once, early in `main`.
 pub fn init_logger(prog: &'static str, level: log::LevelFilter) {
@@ -229,12 +216,7 @@ impl CommonOpts {
 
 /// Starts logging at the configured level (default warn: quiet).
 pub fn init_logging_from(prog: &'static str, c: &mptunnel::Config) {
-    let level = c
-        .log_level
-        .as_deref()
-        .map(parse_log_level)
-        .and_then(Result::ok)
-        .unwrap_or(log::LevelFilter::Warn);
+    let level = c.log_level.unwrap_or(log::LevelFilter::Warn);
     init_logger(prog, level);
     for w in &c.warnings {
         log::warn!("{w}");

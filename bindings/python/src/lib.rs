@@ -55,12 +55,7 @@ fn build_config(py: Python<'_>, role: Role, options: Vec<(String, String)>) -> P
             continue;
         }
         c.set(&k, &v).map_err(|e| {
-            // Never echo a secret back into a message that may end up in a log.
-            let shown = if k.trim_start_matches("--") == "key" {
-                "<the key>".to_string()
-            } else {
-                format!("{v:?}")
-            };
+            let shown = mptunnel::config::shown_value(&k, &v);
             config_error(py, format!("{k}={shown}: {}", e.message))
         })?;
     }
@@ -269,18 +264,7 @@ impl NativeSocket {
     }
 
     fn fileno(&self) -> i64 {
-        #[cfg(unix)]
-        {
-            i64::from(self.inner.notify_fd())
-        }
-        #[cfg(windows)]
-        {
-            self.inner.notify_socket() as i64
-        }
-        #[cfg(not(any(unix, windows)))]
-        {
-            -1
-        }
+        self.inner.notify_fd() as i64
     }
 
     fn close(&self, py: Python<'_>) {
@@ -334,18 +318,7 @@ impl NativeListener {
     }
 
     fn fileno(&self) -> i64 {
-        #[cfg(unix)]
-        {
-            i64::from(self.inner.notify_fd())
-        }
-        #[cfg(windows)]
-        {
-            self.inner.notify_socket() as i64
-        }
-        #[cfg(not(any(unix, windows)))]
-        {
-            -1
-        }
+        self.inner.notify_fd() as i64
     }
 
     fn close(&self, py: Python<'_>) {
