@@ -155,7 +155,9 @@ impl Inproc {
         self.notify.clear();
     }
 
-    fn push_outgoing(&self, peer: u64, data: &[u8]) -> io::Result<()> {
+    /// Queues a datagram for the loop; true when the queue was empty (the loop, which takes
+    /// the whole queue at once, then needs a wake-up; otherwise one is already on its way).
+    fn push_outgoing(&self, peer: u64, data: &[u8]) -> io::Result<bool> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "closed"));
         }
@@ -163,47 +165,45 @@ impl Inproc {
         if q.len() >= QUEUE_MAX {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "send queue full"));
         }
+        let was_empty = q.is_empty();
         q.push_back((peer, data.to_vec()));
-        Ok(())
+        Ok(was_empty)
     }
 
     fn recv(&self, timeout: Option<Duration>) -> io::Result<(u64, Vec<u8>)> {
-        self.recv_with(timeout, |peer, data| (true, (peer, data.to_vec())))
+        // The datagram moves out of the queue: no copy.
+        self.recv_with(timeout, |q| q.pop_front().unwrap_or_default())
     }
 
     /// Copies the next datagram into `buf`; one that does not fit stays queued.
     fn recv_into(&self, buf: &mut [u8], timeout: Option<Duration>) -> io::Result<RecvInto> {
-        self.recv_with(timeout, |peer, data| {
-            if data.len() > buf.len() {
-                return (false, RecvInto::TooSmall { needed: data.len() });
+        self.recv_with(timeout, |q| {
+            let Some((peer, data)) = q.front() else {
+                return RecvInto::TooSmall { needed: 0 }; // not reached: q is not empty
+            };
+            let (peer, len) = (*peer, data.len());
+            if len > buf.len() {
+                return RecvInto::TooSmall { needed: len };
             }
-            buf[..data.len()].copy_from_slice(data);
-            (
-                true,
-                RecvInto::Datagram {
-                    len: data.len(),
-                    peer,
-                },
-            )
+            buf[..len].copy_from_slice(data);
+            q.pop_front();
+            RecvInto::Datagram { len, peer }
         })
     }
 
-    /// Waits for the next datagram and shows it to `f`, which says whether to consume it.
+    /// Waits until a datagram is queued, then lets `f` take it (or leave it) from the queue.
     fn recv_with<R>(
         &self,
         timeout: Option<Duration>,
-        f: impl FnOnce(u64, &[u8]) -> (bool, R),
+        f: impl FnOnce(&mut VecDeque<(u64, Vec<u8>)>) -> R,
     ) -> io::Result<R> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut q = self.incoming.lock();
         loop {
-            if let Some((peer, data)) = q.front() {
-                let (take, r) = f(*peer, data);
-                if take {
-                    q.pop_front();
-                    if q.is_empty() {
-                        self.unsignal();
-                    }
+            if !q.is_empty() {
+                let r = f(&mut q);
+                if q.is_empty() {
+                    self.unsignal();
                 }
                 return Ok(r);
             }
@@ -260,8 +260,9 @@ impl Runner {
     }
 
     fn send(&self, peer: u64, data: &[u8]) -> io::Result<()> {
-        self.inproc.push_outgoing(peer, data)?;
-        self.handle.wake();
+        if self.inproc.push_outgoing(peer, data)? {
+            self.handle.wake();
+        }
         Ok(())
     }
 

@@ -192,7 +192,8 @@ impl ServerDriver {
     }
 
     fn flush(&mut self) {
-        // Events first: a new session's socket must exist before its first datagram.
+        // Events first: a new session's socket must exist before its first datagram. (A
+        // session dropped here queues its Closed event, which this same loop then takes.)
         while let Some(ev) = self.endpoint.poll_event() {
             match ev {
                 SessionEvent::Opened(_) | SessionEvent::Closed(_) if self.inproc.is_some() => {}
@@ -211,11 +212,6 @@ impl ServerDriver {
                     }
                 }
                 SessionEvent::Closed(id) => self.close_session(id),
-            }
-        }
-        while let Some(ev) = self.endpoint.poll_event() {
-            if let SessionEvent::Closed(id) = ev {
-                self.close_session(id);
             }
         }
         while let Some(t) = self.endpoint.poll_transmit() {

@@ -386,8 +386,7 @@ impl Client {
                     }
                 }
                 None => {
-                    let nonce =
-                        (u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64());
+                    let nonce = self.rng.next_u128();
                     let mut p = Pending::new(header.epoch, nonce, now);
                     p.hold(header.seq, payload, path_tag(path));
                     session.pending = Some(p);

@@ -37,6 +37,11 @@ impl Rng {
         result
     }
 
+    /// Next 128 random bits (challenge nonces).
+    pub fn next_u128(&mut self) -> u128 {
+        (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64())
+    }
+
     /// A random value that is never 0 (0 is reserved for session and epoch ids).
     pub fn nonzero_u64(&mut self) -> u64 {
         loop {

@@ -490,10 +490,6 @@ impl Server {
         true
     }
 
-    fn new_nonce(&mut self) -> u128 {
-        (u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64())
-    }
-
     fn send_challenge(&mut self, to: SocketAddr, ch: Challenge) {
         let h = self.control_header(PacketType::Challenge);
         self.counters.challenges_sent += 1;
@@ -537,7 +533,7 @@ impl Server {
             self.counters.held_dropped += 1;
             return;
         }
-        let nonce = self.new_nonce();
+        let nonce = self.rng.next_u128();
         let mut p = Pending::new(header.epoch, nonce, now);
         p.hold(header.seq, payload, from);
         p.note_addr(from);
@@ -565,7 +561,6 @@ impl Server {
                 return;
             }
         }
-        let nonce = if sealed { self.new_nonce() } else { 0 };
         let uptime_us = self.uptime_us(now);
         let Some(session) = self.sessions.get_mut(&header.session) else {
             return;
@@ -599,6 +594,7 @@ impl Server {
                     }
                 }
                 None => {
+                    let nonce = self.rng.next_u128();
                     let mut p = Pending::new(header.epoch, nonce, now);
                     p.hold(header.seq, payload, from);
                     // Challenge every path this session uses, not only the one that spoke.
