@@ -247,6 +247,8 @@ impl Client {
         self.counters.net_rx_packets += 1;
         self.counters.net_rx_bytes += bytes.len() as u64;
         if path >= self.paths.len() {
+            // Not a path of ours (a caller's mistake): dropped, and counted like any bad packet.
+            self.counters.malformed += 1;
             return;
         }
         let header = match self.codec.parse(bytes) {
