@@ -334,7 +334,6 @@ fn lossless_paths_deliver_everything_exactly_once() {
     let mut c = vec![0u64; 1];
     sim.run(Duration::from_secs(5), 1000.0, 1, 1200, &mut c);
     sim.assert_clean();
-    let got = sim.received(0).len() as u64;
     // Everything but what is still in flight at the end: no gap before the last 20.
     let missing: Vec<u64> = (1..=c[0] - 20)
         .filter(|n| !sim.received(0).contains_key(n))
