@@ -92,6 +92,53 @@ fn notify_fd_is_readable_when_a_datagram_waits() {
     assert!(readable(5000));
     assert_eq!(s.recv(Some(Duration::ZERO)).unwrap(), b"pong");
     assert!(!readable(0), "drained queue leaves the fd quiet");
+    // Closed with a datagram still queued: it is handed out, and the fd stays readable
+    // (a poll loop then learns of the close from recv).
+    l.send_to(b"last", peer).unwrap();
+    assert!(readable(5000));
+    s.close();
+    assert_eq!(s.recv(Some(Duration::ZERO)).unwrap(), b"last");
+    assert!(readable(0), "a closed socket's fd is readable");
+    let e = s.recv(Some(Duration::ZERO)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotConnected);
+}
+
+#[test]
+fn a_receiver_with_a_small_buffer_does_not_swallow_the_wake_up() {
+    let l = Arc::new(listener());
+    let s = socket_to(l.local_addr(), 1);
+    // The small receiver waits first, so it is the one a single wake-up reaches.
+    let l3 = Arc::clone(&l);
+    let small = std::thread::spawn(move || {
+        let mut buf = [0u8; 4];
+        l3.recv_into(&mut buf, Some(Duration::from_secs(1)))
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let l2 = Arc::clone(&l);
+    let big = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let r = l2.recv_into(&mut buf, Some(Duration::from_secs(5)));
+        (r, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(100)); // both wait
+    let sent = Instant::now();
+    s.send(&[7u8; 1000]).unwrap();
+    let (got, at) = big.join().unwrap();
+    let got = got.unwrap();
+    assert!(
+        matches!(got, mptunnel::RecvInto::Datagram { len: 1000, .. }),
+        "{got:?}"
+    );
+    let waited = at - sent;
+    assert!(
+        waited < Duration::from_secs(1),
+        "the big receiver slept {waited:?}"
+    );
+    // The small one either saw it first (TooSmall) or timed out after the big one took it.
+    match small.join().unwrap() {
+        Ok(r) => assert_eq!(r, mptunnel::RecvInto::TooSmall { needed: 1000 }),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::TimedOut),
+    }
 }
 
 #[test]
@@ -118,9 +165,7 @@ fn socket_through_a_tunnel_server_to_a_udp_service() {
             i.to_be_bytes()
         );
     }
-    // Stats are published every 200 ms.
-    std::thread::sleep(Duration::from_millis(300));
-    let st = handle.stats();
+    let st = handle.stats(); // a fresh snapshot from the loop
     assert_eq!(st.sessions, 1);
     assert_eq!(st.totals.local_tx_datagrams, 50);
     assert!(st.to_json().contains("\"role\":\"server\""));
@@ -158,7 +203,7 @@ fn recv_into_keeps_a_datagram_that_does_not_fit() {
     use mptunnel::RecvInto;
     let l = listener();
     let s = socket_to(l.local_addr(), 2);
-    assert_eq!(s.max_datagram(), 65_507 - 32);
+    assert_eq!(s.max_datagram(), mptunnel::protocol::packet::MAX_DATAGRAM);
     s.send(b"0123456789").unwrap();
     let mut small = [0u8; 4];
     let r = l

@@ -93,10 +93,11 @@ impl log::Log for FfiLogger {
             Some(cb) => {
                 let msg =
                     CString::new(record.args().to_string().replace('\0', "?")).unwrap_or_default();
-                IN_CALLBACK.with(|f| f.set(true));
+                // (A nested call, from an mpt_ function the callback calls, keeps the flag.)
+                let outer = IN_CALLBACK.with(|f| f.replace(true));
                 // SAFETY: the application installed `cb` with this userdata.
                 unsafe { cb(sink.userdata, level_number(record.level()), msg.as_ptr()) };
-                IN_CALLBACK.with(|f| f.set(false));
+                IN_CALLBACK.with(|f| f.set(outer));
             }
             None => {
                 let _ = writeln!(
@@ -124,8 +125,19 @@ pub(crate) fn ensure_logger() {
     });
 }
 
+/// What every handle does with a new config: its `log-level` sets the stderr level, and
+/// its warnings (a key file others can read) are logged.
+pub(crate) fn announce(c: &mptunnel::Config) {
+    if let Some(level) = c.log_level {
+        apply_config_level(level);
+    }
+    for w in &c.warnings {
+        log::warn!("{w}");
+    }
+}
+
 /// Sets the stderr level from a config's `log-level`, unless a callback is installed.
-pub(crate) fn apply_config_level(level: LevelFilter) {
+fn apply_config_level(level: LevelFilter) {
     if IN_CALLBACK.with(|f| f.get()) {
         return;
     }

@@ -79,9 +79,7 @@ pub extern "C" fn mpt_socket_connect(
     guard("mpt_socket_connect", || {
         let c = handle(c, "config")?;
         let out = out_ptr(out, "out")?;
-        for w in &c.inner.warnings {
-            log::warn!("{w}");
-        }
+        crate::log_sink::announce(&c.inner);
         let inner = MultipathSocket::connect(&c.inner).map_err(tunnel_failure)?;
         // SAFETY: checked non-NULL.
         unsafe { *out = Box::into_raw(Box::new(mpt_socket { inner })) };
@@ -221,9 +219,7 @@ pub extern "C" fn mpt_listener_bind(
     guard("mpt_listener_bind", || {
         let c = handle(c, "config")?;
         let out = out_ptr(out, "out")?;
-        for w in &c.inner.warnings {
-            log::warn!("{w}");
-        }
+        crate::log_sink::announce(&c.inner);
         let inner = MultipathListener::bind(&c.inner).map_err(tunnel_failure)?;
         // SAFETY: checked non-NULL.
         unsafe { *out = Box::into_raw(Box::new(mpt_listener { inner })) };

@@ -101,12 +101,7 @@ pub extern "C" fn mpt_tunnel_new(c: *const mpt_config, out: *mut *mut mpt_tunnel
     guard("mpt_tunnel_new", || {
         let c = handle(c, "config")?;
         let out = out_ptr(out, "out")?;
-        if let Some(level) = c.inner.log_level {
-            crate::log_sink::apply_config_level(level);
-        }
-        for w in &c.inner.warnings {
-            log::warn!("{w}");
-        }
+        crate::log_sink::announce(&c.inner);
         let t = Tunnel::new(&c.inner).map_err(tunnel_failure)?;
         let b = Box::new(mpt_tunnel {
             handle: t.handle(),

@@ -21,6 +21,8 @@ use crate::protocol::stats::Stats;
 /// Most datagrams queued in each direction; beyond that, send fails with `WouldBlock` and
 /// arrivals are dropped (and counted), as a full socket buffer would.
 const QUEUE_MAX: usize = 8192;
+/// Most bytes waiting for the application, like a UDP socket's receive buffer.
+const INCOMING_BYTES_MAX: usize = super::net::BUFFER_BYTES;
 
 /// What `recv_into` found: a datagram copied into the buffer, or one too large for it (left
 /// queued, so the caller can retry with a buffer of `needed` bytes).
@@ -32,11 +34,20 @@ pub enum RecvInto {
     TooSmall { needed: usize },
 }
 
-/// Queues between the application and the loop thread.
+/// Datagrams waiting for the application, and their total size.
+#[derive(Default)]
+struct Incoming {
+    items: VecDeque<(u64, Vec<u8>)>,
+    bytes: usize,
+}
+
+/// Queues between the application and the loop thread. The notification descriptor is
+/// signalled and cleared only under the `incoming` lock, so it is readable exactly while a
+/// datagram waits (or once closed).
 pub(crate) struct Inproc {
     /// Application → loop: (peer session id, or 0 on the client side; datagram).
     pub(crate) outgoing: Mutex<VecDeque<(u64, Vec<u8>)>>,
-    incoming: Mutex<VecDeque<(u64, Vec<u8>)>>,
+    incoming: Mutex<Incoming>,
     arrived: Condvar,
     closed: AtomicBool,
     pub(crate) dropped: AtomicU64,
@@ -123,7 +134,7 @@ impl Inproc {
     fn new() -> io::Result<Arc<Inproc>> {
         Ok(Arc::new(Inproc {
             outgoing: Mutex::new(VecDeque::new()),
-            incoming: Mutex::new(VecDeque::new()),
+            incoming: Mutex::new(Incoming::default()),
             arrived: Condvar::new(),
             closed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
@@ -134,16 +145,16 @@ impl Inproc {
     /// Called by the loop: a datagram for the application.
     pub(crate) fn deliver(&self, peer: u64, data: &[u8]) {
         let mut q = self.incoming.lock();
-        if q.len() >= QUEUE_MAX {
+        if q.items.len() >= QUEUE_MAX || q.bytes + data.len() > INCOMING_BYTES_MAX {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let was_empty = q.is_empty();
-        q.push_back((peer, data.to_vec()));
-        drop(q);
-        if was_empty {
+        if q.items.is_empty() {
             self.signal();
         }
+        q.bytes += data.len();
+        q.items.push_back((peer, data.to_vec()));
+        drop(q);
         self.arrived.notify_one();
     }
 
@@ -197,13 +208,24 @@ impl Inproc {
         timeout: Option<Duration>,
         f: impl FnOnce(&mut VecDeque<(u64, Vec<u8>)>) -> R,
     ) -> io::Result<R> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A deadline too far to represent is no deadline.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut q = self.incoming.lock();
         loop {
-            if !q.is_empty() {
-                let r = f(&mut q);
-                if q.is_empty() {
-                    self.unsignal();
+            if let Some((_, front)) = q.items.front() {
+                let front_len = front.len();
+                let before = q.items.len();
+                let r = f(&mut q.items);
+                if q.items.len() < before {
+                    q.bytes -= front_len;
+                }
+                if q.items.is_empty() {
+                    if !self.closed.load(Ordering::SeqCst) {
+                        self.unsignal();
+                    }
+                } else {
+                    // Another receiver may be waiting (for instance with a larger buffer).
+                    self.arrived.notify_one();
                 }
                 return Ok(r);
             }
@@ -227,11 +249,12 @@ impl Inproc {
         }
     }
 
-    fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+    /// Wakes every blocked receiver for good; the descriptor stays readable. Idempotent.
+    pub(crate) fn close(&self) {
         let _q = self.incoming.lock();
-        self.arrived.notify_all();
+        self.closed.store(true, Ordering::SeqCst);
         self.signal();
+        self.arrived.notify_all();
     }
 }
 
@@ -267,12 +290,11 @@ impl Runner {
     }
 
     fn close(&self) {
-        if self.inproc.closed.swap(true, Ordering::SeqCst) && self.thread.lock().is_none() {
-            return;
-        }
         self.inproc.close();
         self.handle.stop();
-        if let Some(t) = self.thread.lock().take() {
+        // Not joined under the lock: a log callback on the loop thread may close too.
+        let thread = self.thread.lock().take();
+        if let Some(t) = thread {
             if t.thread().id() != std::thread::current().id() {
                 let _ = t.join();
             }
@@ -280,7 +302,9 @@ impl Runner {
     }
 
     fn stats(&self) -> Stats {
-        self.handle.stats()
+        let mut s = self.handle.stats();
+        s.totals.app_queue_drops = self.inproc.dropped.load(Ordering::Relaxed);
+        s
     }
 }
 

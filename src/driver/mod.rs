@@ -159,6 +159,8 @@ enum Endpoint {
 pub struct Tunnel {
     endpoint: Endpoint,
     handle: TunnelHandle,
+    /// The in-process queues, for a socket or listener.
+    inproc: Option<Arc<inproc::Inproc>>,
 }
 
 impl fmt::Debug for Tunnel {
@@ -204,13 +206,13 @@ impl Tunnel {
         let seed = random_seed();
         let (endpoint, local_addr, stats) = match config.role {
             Role::Client => {
-                let d = client::ClientDriver::new(config, poll, seed, now, local)?;
+                let d = client::ClientDriver::new(config, poll, seed, now, local.clone())?;
                 let addr = d.local_addr();
                 let stats = d.stats(now);
                 (Endpoint::Client(Box::new(d)), addr, stats)
             }
             Role::Server => {
-                let d = server::ServerDriver::new(config, poll, seed, now, local)?;
+                let d = server::ServerDriver::new(config, poll, seed, now, local.clone())?;
                 let addr = d.local_addr();
                 let stats = d.stats(now);
                 (Endpoint::Server(Box::new(d)), addr, stats)
@@ -228,6 +230,7 @@ impl Tunnel {
         Ok(Tunnel {
             endpoint,
             handle: TunnelHandle { shared },
+            inproc: local,
         })
     }
 
@@ -245,15 +248,15 @@ impl Tunnel {
     pub fn run(self) -> Result<(), Error> {
         let shared = Arc::clone(&self.handle.shared);
         shared.running.store(true, Ordering::SeqCst);
-        let r = match self.endpoint {
+        // However the loop ends (stopped, failed or panicked), others hear of it.
+        let _finish = Finish {
+            shared: Arc::clone(&shared),
+            inproc: self.inproc,
+        };
+        match self.endpoint {
             Endpoint::Client(d) => d.run(&shared),
             Endpoint::Server(d) => d.run(&shared),
-        };
-        shared.running.store(false, Ordering::SeqCst);
-        // Wake anyone still waiting for a snapshot.
-        let last = shared.stats.lock().1.clone();
-        shared.publish(last);
-        r
+        }
     }
 
     /// Runs the loop on a new thread; returns the handle and the thread's join handle.
@@ -270,8 +273,29 @@ impl Tunnel {
         let join = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || self.run())
-            .map_err(io_err("cannot start tunnel thread"))?;
+            .map_err(|e| {
+                handle.shared.running.store(false, Ordering::SeqCst);
+                Error::Io("cannot start tunnel thread".into(), e)
+            })?;
         Ok((handle, join))
+    }
+}
+
+/// Marks a tunnel's loop as ended when dropped: not running, a last snapshot for anyone
+/// waiting for stats, and an in-process application's blocked calls woken (closed).
+struct Finish {
+    shared: Arc<Shared>,
+    inproc: Option<Arc<inproc::Inproc>>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.shared.running.store(false, Ordering::SeqCst);
+        let last = self.shared.stats.lock().1.clone();
+        self.shared.publish(last);
+        if let Some(inproc) = &self.inproc {
+            inproc.close();
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Socket buffer size asked for; the kernel may cap it (net.core.rmem_max).
-const BUFFER_BYTES: usize = 4 << 20;
+pub(crate) const BUFFER_BYTES: usize = 4 << 20;
 
 /// A non-blocking UDP socket bound to `addr`, with large buffers, optionally pinned to a
 /// network interface (Linux only).

@@ -63,6 +63,9 @@ pub struct Counters {
     pub challenges_answered: u64,
     /// Packets held for a challenge that was never answered (or over the hold limit), dropped.
     pub held_dropped: u64,
+    /// Datagrams for an in-process application (socket or listener) dropped because it did
+    /// not read them in time (they count in `local_tx_datagrams` too).
+    pub app_queue_drops: u64,
 }
 
 /// A snapshot of an endpoint.

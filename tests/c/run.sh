@@ -151,7 +151,7 @@ grep -h "^test_api:" "$WORK"/test_api*.log | sed 's/^/# /'
 # --- the README's example, exactly as printed ----------------------------------------------
 awk '/<!-- c-example -->/{f=1;next} f&&/^```c/{p=1;next} p&&/^```/{exit} p' "$ROOT/README.md" >"$WORK/hello.c"
 step "README's C example compiles (strict C99) and runs under AddressSanitizer" \
-    bash -c "cc ${CFLAGS_STRICT[*]} ${ASAN[*]} -I'$ROOT/include' '$WORK/hello.c' ${LINK[*]} -o '$WORK/hello' && '$WORK/hello' | grep -q '^got \"2 hello\"'"
+    bash -o pipefail -c "cc ${CFLAGS_STRICT[*]} ${ASAN[*]} -I'$ROOT/include' '$WORK/hello.c' ${LINK[*]} -o '$WORK/hello' && '$WORK/hello' | grep '^got \"2 hello\"' >/dev/null"
 
 # --- the examples ----------------------------------------------------------------------
 step "examples/c build (strict C99)" make -s -C "$EX" all
@@ -175,7 +175,7 @@ seed_topology() {
     bg "$WORK/mpclient-$tag.log" "$BIN/mpclient" "${key_args[@]}" --config "$WORK/client-$tag.conf"
     sleep 0.3
     step "udpclient -> mpclient -> 3 lossy mpbridge -> mpserver -> udpserver ($tag)" \
-        bash -c "'$E/udpclient' -n 300 -t 300 127.0.0.1 $mc | tee /dev/stderr | grep -q '^udpclient: 300 round trips'"
+        bash -o pipefail -c "'$E/udpclient' -n 300 -t 300 127.0.0.1 $mc | tee /dev/stderr | grep '^udpclient: 300 round trips' >/dev/null"
     if stop_clean "$us" "$WORK/udpserver-$tag.log"; then ok "udpserver exits cleanly on SIGTERM ($tag)"; else not_ok "udpserver exits cleanly on SIGTERM ($tag)" "$WORK/udpserver-$tag.log"; fi
 }
 seed_topology plain
@@ -192,7 +192,7 @@ embedded_pair() {
     fi
     start_bridges "$addr" "emb-$tag"
     step "embedded_client -> 3 lossy mpbridge -> embedded_server, ASan ($tag)" \
-        bash -c "'$A/embedded_client' ${key_args[*]} -n 300 -t 300 -s ${BRIDGES[*]} | tee /dev/stderr | grep -q '^embedded_client: 300 round trips'"
+        bash -o pipefail -c "'$A/embedded_client' ${key_args[*]} -n 300 -t 300 -s ${BRIDGES[*]} | tee /dev/stderr | grep '^embedded_client: 300 round trips' >/dev/null"
     if stop_clean "$es" "$WORK/embedded_server-$tag.log"; then
         ok "embedded_server exits cleanly on SIGTERM, ASan-clean ($tag)"
     else
@@ -212,7 +212,7 @@ mix() {
     bg "$WORK/mpserver-mix.log" "$BIN/mpserver" "$ms" 127.0.0.1 "$srv"
     start_bridges "127.0.0.1:$ms" mix1
     step "embedded_client (ASan) -> 3 lossy mpbridge -> mpserver -> udpserver" \
-        bash -c "'$A/embedded_client' -n 200 -t 300 ${BRIDGES[*]} | tee /dev/stderr | grep -q '^embedded_client: 200 round trips'"
+        bash -o pipefail -c "'$A/embedded_client' -n 200 -t 300 ${BRIDGES[*]} | tee /dev/stderr | grep '^embedded_client: 200 round trips' >/dev/null"
 
     bg "$WORK/embedded_server-mix.log" "$A/embedded_server" 127.0.0.1:0
     es=$LAST_PID
@@ -225,7 +225,7 @@ mix() {
     bg "$WORK/mpclient-mix.log" "$BIN/mpclient" --config "$WORK/client-mix.conf"
     sleep 0.3
     step "udpclient -> mpclient -> 3 lossy mpbridge -> embedded_server (ASan)" \
-        bash -c "'$E/udpclient' -n 200 -t 300 127.0.0.1 $mc | tee /dev/stderr | grep -q '^udpclient: 200 round trips'"
+        bash -o pipefail -c "'$E/udpclient' -n 200 -t 300 127.0.0.1 $mc | tee /dev/stderr | grep '^udpclient: 200 round trips' >/dev/null"
     if stop_clean "$es" "$WORK/embedded_server-mix.log"; then ok "embedded_server (ASan) after mpclient traffic exits cleanly"; else not_ok "embedded_server (ASan) after mpclient traffic exits cleanly" "$WORK/embedded_server-mix.log"; fi
 }
 mix
@@ -233,7 +233,7 @@ mix
 # 4. A forwarding endpoint run by the library, with stats, under AddressSanitizer.
 printf 'listen = 127.0.0.1:0\ntarget = 127.0.0.1:9\n' >"$WORK/server.conf"
 step "tunnel_stats runs a server endpoint, prints stats, stops (ASan)" \
-    bash -c "'$A/tunnel_stats' -s 2 server '$WORK/server.conf' | tee /dev/stderr | grep -q '^stats: {' && '$A/tunnel_stats' -s 1 server '$WORK/server.conf' | grep -q 'stopped'"
+    bash -o pipefail -c "'$A/tunnel_stats' -s 2 server '$WORK/server.conf' | tee /dev/stderr | grep '^stats: {' >/dev/null && '$A/tunnel_stats' -s 1 server '$WORK/server.conf' | grep 'stopped' >/dev/null"
 printf 'listen = 127.0.0.1:0\nbogus = 1\n' >"$WORK/bad.conf"
 step "tunnel_stats reports a bad config with file:line" \
     bash -c "if '$E/tunnel_stats' server '$WORK/bad.conf' >'$WORK/bad.out' 2>&1; then exit 1; fi; cat '$WORK/bad.out'; grep -q 'bad.conf:2' '$WORK/bad.out'"

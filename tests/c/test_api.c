@@ -97,15 +97,15 @@ static void test_config(void) {
     FAILS(mpt_config_set(NULL, "path", "127.0.0.1:1"), MPT_ERR_NULL, "config is NULL");
     FAILS(mpt_config_set(c, NULL, "x"), MPT_ERR_NULL, "key is NULL");
     FAILS(mpt_config_set(c, "path", NULL), MPT_ERR_NULL, "value is NULL");
-    FAILS(mpt_config_set(c, "colour", "blue"), MPT_ERR_CONFIG, "colour");
-    FAILS(mpt_config_set(c, "target", "127.0.0.1:9"), MPT_ERR_CONFIG, "target");
-    FAILS(mpt_config_set(c, "path", "127.0.0.1:99999"), MPT_ERR_CONFIG, "99999");
-    FAILS(mpt_config_set(c, "path", "no port here"), MPT_ERR_CONFIG, "path");
-    FAILS(mpt_config_set(c, "listen", "::zz::"), MPT_ERR_CONFIG, "::zz::");
-    FAILS(mpt_config_set(c, "probe-interval", "-5"), MPT_ERR_CONFIG, "-5");
-    FAILS(mpt_config_set(c, "key", "c2hvcnQ="), MPT_ERR_CONFIG, "key");
+    FAILS(mpt_config_set(c, "colour", "blue"), MPT_ERR_CONFIG, "unknown option 'colour'");
+    FAILS(mpt_config_set(c, "target", "127.0.0.1:9"), MPT_ERR_CONFIG, "applies only to the server");
+    FAILS(mpt_config_set(c, "path", "127.0.0.1:99999"), MPT_ERR_CONFIG, "'99999' is out of range");
+    FAILS(mpt_config_set(c, "path", "no port here"), MPT_ERR_CONFIG, "is not a number");
+    FAILS(mpt_config_set(c, "listen", "::zz::"), MPT_ERR_CONFIG, "'::zz::' is not HOST:PORT");
+    FAILS(mpt_config_set(c, "probe-interval", "-5"), MPT_ERR_CONFIG, "not a whole number");
+    FAILS(mpt_config_set(c, "key", "c2hvcnQ="), MPT_ERR_CONFIG, "44 base64 characters");
     FAILS(mpt_config_set(c, "path", "\xff\xfe:1"), MPT_ERR_INVALID_ARG, "UTF-8");
-    FAILS(mpt_config_validate(c), MPT_ERR_CONFIG, "");
+    FAILS(mpt_config_validate(c), MPT_ERR_CONFIG, "no listen address");
     FAILS(mpt_config_validate(NULL), MPT_ERR_NULL, "config is NULL");
 
     FAILS(mpt_config_load_file(c, NULL), MPT_ERR_NULL, "path is NULL");
@@ -264,8 +264,14 @@ static void test_tunnel(void) {
     OK(mpt_tunnel_new(c, &t2));
     mpt_config_free(c);
     OK(mpt_tunnel_start(t));
+    OK(mpt_tunnel_local_addr(t, buf, sizeof buf, &len));
     mpt_tunnel_free(t);
     mpt_tunnel_free(t2);
+    /* The freed tunnel's socket is closed: its port can be bound again. */
+    blocker = socket(AF_INET, SOCK_DGRAM, 0);
+    sa.sin_port = htons((unsigned short)atoi(strrchr(buf, ':') + 1));
+    CHECK(bind(blocker, (struct sockaddr *)&sa, sizeof sa) == 0);
+    close(blocker);
 }
 
 struct runner {
@@ -289,7 +295,7 @@ static void test_tunnel_run_and_stop_from_another_thread(void) {
     OK(mpt_tunnel_new(c, &r.t));
     mpt_config_free(c);
     CHECK(pthread_create(&th, NULL, run_thread, &r) == 0);
-    sleep_ms(100);
+    sleep_ms(300); /* let mpt_tunnel_run begin */
     FAILS(mpt_tunnel_start(r.t), MPT_ERR_STATE, "already running");
     t0 = now_ms();
     OK(mpt_tunnel_stop(r.t));
@@ -416,7 +422,8 @@ static void test_sockets(void) {
     OK(mpt_socket_stats_json(s, json, sizeof json, &len));
     CHECK(strstr(json, "\"role\":\"client\"") != NULL);
     OK(mpt_listener_stats_json(l, json, sizeof json, &len));
-    CHECK(strstr(json, "\"duplicates\"") != NULL);
+    CHECK(strstr(json, "\"unknown_session\":1,") != NULL); /* the datagram to 0x1234 */
+    CHECK(strstr(json, "\"duplicates\":") != NULL && strstr(json, "\"duplicates\":0,") == NULL);
     FAILS(mpt_listener_stats_json(l, json, 3, &len), MPT_ERR_BUFFER_TOO_SMALL, "");
 
     /* A blocked receive is woken by close from another thread; then everything is CLOSED. */
@@ -469,6 +476,7 @@ static void test_log_callback(void) {
     mpt_listener_free(l);
     mpt_set_log_callback(NULL, NULL, 0); /* back to stderr, silenced */
     CHECK(seen.chmod == 1 && seen.warnings >= 1);
+    CHECK(seen.calls == seen.warnings); /* max_level 2: no info or debug got through */
     seen.calls = 0;
     OK(mpt_listener_bind(c, &l));
     mpt_listener_free(l);
