@@ -1901,9 +1901,29 @@ fn encrypted_replays_across_server_restart() {
     thread::sleep(Duration::from_millis(1500));
     let downtime = t.restart_server(libc::SIGKILL, Duration::from_millis(100));
     let r = run.finish();
-    println!("{}; server down {downtime:.2?}", summary("rep-rst", &r));
-    let ctx = || format!("{}\n{}", summary("rep-rst", &r), t.diag());
+    let replayed = t.relays[0].replayed.load(Ordering::Relaxed);
+    let lost = lost(&r);
+    println!(
+        "{}; server down {downtime:.2?}, relay replayed {replayed}, {lost} lost",
+        summary("rep-rst", &r)
+    );
+    let ctx = || {
+        format!(
+            "{}\nreplayed {replayed}\n{}",
+            summary("rep-rst", &r),
+            t.diag()
+        )
+    };
     assert_clean(&r, &ctx);
+    // The replays really came (across the restart), and the tunnel carried the traffic
+    // apart from what the downtime explains.
+    assert!(replayed as f64 > num(&r, "sent"), "{}", ctx());
+    let allowed = 1000.0 * (downtime.as_secs_f64() + 0.5);
+    assert!(
+        lost <= allowed,
+        "{lost} lost, more than {allowed} the downtime explains\n{}",
+        ctx()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
