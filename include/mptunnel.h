@@ -366,9 +366,11 @@ size_t mpt_socket_max_datagram(const mpt_socket *s);
 mpt_result mpt_socket_stats_json(const mpt_socket *s, char *buf, size_t cap, size_t *len);
 
 /**
- * Closes the socket: sends CLOSE to the server, stops the library's thread, and makes
- * blocked and later `mpt_socket_recv`/`mpt_socket_send` calls return `MPT_ERR_CLOSED`.
- * Idempotent. Use it to wake a thread blocked in `mpt_socket_recv` before freeing.
+ * Closes the socket: sends what is queued and then CLOSE to the server, stops the
+ * library's thread, and makes `mpt_socket_send` return `MPT_ERR_CLOSED`;
+ * `mpt_socket_recv` still hands out datagrams that had arrived, then returns
+ * `MPT_ERR_CLOSED` (blocked calls wake). The descriptor stays readable. Idempotent. Use it
+ * to wake a thread blocked in `mpt_socket_recv` before freeing.
  *
  * Errors: `MPT_ERR_NULL`.
  * Thread safety: any thread.

@@ -71,7 +71,7 @@ using Handle = std::unique_ptr<T, Deleter<T, Free>>;
 template <typename T>
 std::string read_text(mpt_result (*fn)(const T*, char*, std::size_t, std::size_t*),
                       const T* h) {
-    std::string buf(512, '\0');
+    std::string buf(4096, '\0');  // stats usually fit: one call
     for (;;) {
         std::size_t len = 0;
         mpt_result r = fn(h, buf.data(), buf.size(), &len);

@@ -174,9 +174,11 @@ pub extern "C" fn mpt_socket_stats_json(
     })
 }
 
-/// Closes the socket: sends CLOSE to the server, stops the library's thread, and makes
-/// blocked and later `mpt_socket_recv`/`mpt_socket_send` calls return `MPT_ERR_CLOSED`.
-/// Idempotent. Use it to wake a thread blocked in `mpt_socket_recv` before freeing.
+/// Closes the socket: sends what is queued and then CLOSE to the server, stops the
+/// library's thread, and makes `mpt_socket_send` return `MPT_ERR_CLOSED`;
+/// `mpt_socket_recv` still hands out datagrams that had arrived, then returns
+/// `MPT_ERR_CLOSED` (blocked calls wake). The descriptor stays readable. Idempotent. Use it
+/// to wake a thread blocked in `mpt_socket_recv` before freeing.
 ///
 /// Errors: `MPT_ERR_NULL`.
 /// Thread safety: any thread.

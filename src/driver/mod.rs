@@ -22,6 +22,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::{Config, ConfigError, Role};
 use crate::protocol::stats::Stats;
+use crate::protocol::RateLimit;
 pub use inproc::{MultipathListener, MultipathSocket, NotifyFd, RecvInto};
 
 const WAKER: mio::Token = mio::Token(usize::MAX - 1);
@@ -295,26 +296,6 @@ impl Drop for Finish {
         self.shared.publish(last);
         if let Some(inproc) = &self.inproc {
             inproc.close();
-        }
-    }
-}
-
-/// Logs at most once per interval.
-#[derive(Debug, Default)]
-struct RateLimit {
-    last: Option<Instant>,
-}
-
-impl RateLimit {
-    fn ready(&mut self, now: Instant, every: Duration) -> bool {
-        if self
-            .last
-            .is_none_or(|t| now.saturating_duration_since(t) >= every)
-        {
-            self.last = Some(now);
-            true
-        } else {
-            false
         }
     }
 }

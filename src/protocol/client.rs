@@ -19,7 +19,7 @@ use super::rng::Rng;
 use super::scheduler::{Mode, Scheduler};
 use super::stats::{Counters, Stats};
 use super::transmit::{BufPool, Dest, PathMask, Transmit, MAX_PATHS};
-use super::window::Reject;
+use super::RateLimit;
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -55,8 +55,8 @@ pub struct Client {
     next_sweep: Instant,
     /// Sessions with a pending challenge (few; checked on every timeout).
     pending: Vec<SocketAddr>,
-    last_cap_warn: Option<Instant>,
-    last_auth_warn: Option<Instant>,
+    last_cap_warn: RateLimit,
+    last_auth_warn: RateLimit,
 }
 
 /// Description of one path for [`Client::new`].
@@ -66,15 +66,6 @@ pub struct PathSpec {
     pub name: String,
     /// Remote address as text, for stats.
     pub remote: String,
-}
-
-fn ready(last: &mut Option<Instant>, now: Instant) -> bool {
-    if last.is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY) {
-        *last = Some(now);
-        true
-    } else {
-        false
-    }
 }
 
 /// Where held packets "came from" on the client: the path index, for logs only.
@@ -110,8 +101,8 @@ impl Client {
             counters: Counters::default(),
             next_sweep: now + SWEEP_INTERVAL,
             pending: Vec::new(),
-            last_cap_warn: None,
-            last_auth_warn: None,
+            last_cap_warn: RateLimit::default(),
+            last_auth_warn: RateLimit::default(),
         }
     }
 
@@ -177,7 +168,7 @@ impl Client {
     fn open_session(&mut self, now: Instant, from: SocketAddr) -> bool {
         if self.sessions.len() >= self.params.max_sessions {
             self.counters.session_cap_drops += 1;
-            if ready(&mut self.last_cap_warn, now) {
+            if self.last_cap_warn.ready(now, WARN_EVERY) {
                 warn!(
                     "session cap ({}) reached: datagrams from new source {from} are dropped",
                     self.params.max_sessions
@@ -300,7 +291,7 @@ impl Client {
             DecodeError::Checksum => self.counters.checksum_errors += 1,
             DecodeError::Auth | DecodeError::SealMismatch => {
                 self.counters.auth_failures += 1;
-                if ready(&mut self.last_auth_warn, now) {
+                if self.last_auth_warn.ready(now, WARN_EVERY) {
                     let why = match (e, self.codec.sealed()) {
                         (DecodeError::Auth, _) => "the peer uses another key",
                         (_, true) => "the peer sends plaintext: it has no key",
@@ -318,11 +309,7 @@ impl Client {
     }
 
     fn count_reject(&mut self, r: PeerReject) {
-        match r {
-            PeerReject::Window(Reject::Duplicate) => self.counters.duplicates += 1,
-            PeerReject::Window(Reject::TooOld) => self.counters.too_old += 1,
-            PeerReject::RetiredEpoch => self.counters.stale_epoch += 1,
-        }
+        self.counters.count_reject(r);
     }
 
     /// Window (and hold queue) check for DATA before verification; false = dropped.

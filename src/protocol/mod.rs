@@ -14,3 +14,26 @@ pub mod server;
 pub mod stats;
 pub mod transmit;
 pub mod window;
+
+use std::time::{Duration, Instant};
+
+/// Lets something (a log line) happen at most once per interval; time is an argument.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    last: Option<Instant>,
+}
+
+impl RateLimit {
+    /// True (and the interval restarts) when `every` has passed since the last `true`.
+    pub fn ready(&mut self, now: Instant, every: Duration) -> bool {
+        if self
+            .last
+            .is_none_or(|t| now.saturating_duration_since(t) >= every)
+        {
+            self.last = Some(now);
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -59,9 +59,10 @@ pub struct PathStats {
     pub tx_packets: u64,
     /// Bytes sent on this path.
     pub tx_bytes: u64,
-    /// Packets received on this path.
+    /// Packets accepted on this path (a copy refused because another path delivered it
+    /// first is not counted here but in `totals.duplicates`).
     pub rx_packets: u64,
-    /// Bytes received on this path.
+    /// Bytes of those packets.
     pub rx_bytes: u64,
     /// Probes sent.
     pub probes_sent: u64,

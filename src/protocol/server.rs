@@ -19,6 +19,7 @@ use super::rng::Rng;
 use super::stats::{Counters, Stats};
 use super::transmit::{AddrSet, BufPool, Dest, Transmit, MAX_SESSION_PATHS};
 use super::window::Reject;
+use super::RateLimit;
 
 const TICK: Duration = Duration::from_millis(100);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -87,7 +88,7 @@ pub struct Server {
     tombstones: HashMap<u64, (u64, u64)>,
     tomb_order: VecDeque<u64>,
     scratch: Vec<u8>,
-    last_auth_warn: Option<Instant>,
+    last_auth_warn: RateLimit,
     /// Earliest challenge retry due (keyed mode), if any is pending.
     next_challenge: Option<Instant>,
     paths: HashMap<SocketAddr, BridgePath>,
@@ -99,7 +100,7 @@ pub struct Server {
     counters: Counters,
     next_tick: Instant,
     next_sweep: Instant,
-    last_cap_warn: Option<Instant>,
+    last_cap_warn: RateLimit,
 }
 
 impl Server {
@@ -120,7 +121,7 @@ impl Server {
             tombstones: HashMap::new(),
             tomb_order: VecDeque::new(),
             scratch: Vec::with_capacity(2048),
-            last_auth_warn: None,
+            last_auth_warn: RateLimit::default(),
             next_challenge: None,
             paths: HashMap::new(),
             max_paths,
@@ -131,7 +132,7 @@ impl Server {
             counters: Counters::default(),
             next_tick: now + TICK,
             next_sweep: now + SWEEP_INTERVAL,
-            last_cap_warn: None,
+            last_cap_warn: RateLimit::default(),
         }
     }
 
@@ -153,11 +154,6 @@ impl Server {
     /// How long a bridge address may stay silent and still get replies.
     fn path_fresh(&self) -> Duration {
         self.params.down_after * 2
-    }
-
-    fn next_control_seq(&mut self) -> u64 {
-        self.control_seq += 1;
-        self.control_seq
     }
 
     /// A datagram from the network, from bridge address `from`.
@@ -263,11 +259,7 @@ impl Server {
             DecodeError::Checksum => self.counters.checksum_errors += 1,
             DecodeError::Auth | DecodeError::SealMismatch => {
                 self.counters.auth_failures += 1;
-                if self
-                    .last_auth_warn
-                    .is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY)
-                {
-                    self.last_auth_warn = Some(now);
+                if self.last_auth_warn.ready(now, WARN_EVERY) {
                     let why = match (e, self.codec.sealed()) {
                         (DecodeError::Auth, _) => "the peer uses another key",
                         (_, true) => "the peer sends plaintext: it has no key",
@@ -413,13 +405,7 @@ impl Server {
         }
         p.next_validation = now + VALIDATION_RETRY;
         let token = p.token;
-        let h = Header {
-            ptype: PacketType::Probe,
-            flags: 0,
-            session: CONTROL_SESSION,
-            epoch: self.epoch,
-            seq: self.next_control_seq(),
-        };
+        let h = self.control_header(PacketType::Probe);
         self.send_to_one(addr, &h, &Probe { token }.to_bytes());
     }
 
@@ -451,21 +437,13 @@ impl Server {
     }
 
     fn count_reject(&mut self, r: PeerReject) {
-        match r {
-            PeerReject::Window(Reject::Duplicate) => self.counters.duplicates += 1,
-            PeerReject::Window(Reject::TooOld) => self.counters.too_old += 1,
-            PeerReject::RetiredEpoch => self.counters.stale_epoch += 1,
-        }
+        self.counters.count_reject(r);
     }
 
     fn create_session(&mut self, now: Instant, id: u64, from: SocketAddr) -> bool {
         if self.sessions.len() >= self.params.max_sessions {
             self.counters.session_cap_drops += 1;
-            if self
-                .last_cap_warn
-                .is_none_or(|t| now.saturating_duration_since(t) >= WARN_EVERY)
-            {
-                self.last_cap_warn = Some(now);
+            if self.last_cap_warn.ready(now, WARN_EVERY) {
                 warn!(
                     "session cap ({}) reached: new sessions are refused",
                     self.params.max_sessions
@@ -496,13 +474,15 @@ impl Server {
         self.send_to_one(to, &h, &ch.to_bytes());
     }
 
+    /// The header of this endpoint's next control packet (its own sequence, session 0).
     fn control_header(&mut self, ptype: PacketType) -> Header {
+        self.control_seq += 1;
         Header {
             ptype,
             flags: 0,
             session: CONTROL_SESSION,
             epoch: self.epoch,
-            seq: self.next_control_seq(),
+            seq: self.control_seq,
         }
     }
 
@@ -794,13 +774,7 @@ impl Server {
             echo_token: probe.token,
             probes_received: p.peer_probes_rx,
         };
-        let h = Header {
-            ptype: PacketType::ProbeAck,
-            flags: 0,
-            session: CONTROL_SESSION,
-            epoch: self.epoch,
-            seq: self.next_control_seq(),
-        };
+        let h = self.control_header(PacketType::ProbeAck);
         self.send_to_one(from, &h, &ack.to_bytes());
     }
 

@@ -68,6 +68,19 @@ pub struct Counters {
     pub app_queue_drops: u64,
 }
 
+impl Counters {
+    /// Counts a packet the replay window or the epoch tracking refused.
+    pub(crate) fn count_reject(&mut self, r: super::peer::PeerReject) {
+        use super::peer::PeerReject;
+        use super::window::Reject;
+        match r {
+            PeerReject::Window(Reject::Duplicate) => self.duplicates += 1,
+            PeerReject::Window(Reject::TooOld) => self.too_old += 1,
+            PeerReject::RetiredEpoch => self.stale_epoch += 1,
+        }
+    }
+}
+
 /// A snapshot of an endpoint.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Stats {
