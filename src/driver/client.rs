@@ -36,7 +36,6 @@ pub(super) struct ClientDriver {
     endpoint: Client,
     buf: Vec<u8>,
     send_err_log: RateLimit,
-    stats_interval: Option<Duration>,
 }
 
 impl ClientDriver {
@@ -98,7 +97,6 @@ impl ClientDriver {
             endpoint,
             buf: vec![0u8; 65_536],
             send_err_log: RateLimit::default(),
-            stats_interval: config.stats_interval,
         })
     }
 
@@ -111,8 +109,7 @@ impl ClientDriver {
     }
 
     pub(super) fn run(mut self, shared: &Shared) -> Result<(), Error> {
-        let every = self.stats_interval;
-        event_loop::run(&mut self, shared, every)
+        event_loop::run(&mut self, shared)
     }
 
     /// Takes what an in-process application queued.

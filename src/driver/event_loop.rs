@@ -1,5 +1,5 @@
 //! The one event loop both endpoint drivers run: poll with the endpoint's deadline, drain
-//! ready sockets fairly, run timers, publish stats, stop on request.
+//! ready sockets fairly, run timers, publish stats for other threads, stop on request.
 
 use std::collections::VecDeque;
 use std::io;
@@ -31,24 +31,16 @@ pub(super) trait Driver {
 }
 
 /// Runs `d` until `shared.stop` is set.
-pub(super) fn run<D: Driver>(
-    d: &mut D,
-    shared: &Shared,
-    stats_interval: Option<Duration>,
-) -> Result<(), Error> {
+pub(super) fn run<D: Driver>(d: &mut D, shared: &Shared) -> Result<(), Error> {
     let mut events = Events::with_capacity(256);
     // Sockets whose drain hit the budget: serviced again without waiting for readiness.
     let mut again: VecDeque<Token> = VecDeque::new();
     let mut next_stats = Instant::now();
-    let mut next_print = stats_interval.map(|every| Instant::now() + every);
     while !shared.stop.load(Ordering::SeqCst) {
         let now = Instant::now();
-        let deadline = [d.deadline(), Some(next_stats), next_print]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = d.deadline().map_or(next_stats, |t| t.min(next_stats));
         let timeout = if again.is_empty() {
-            timeout_until(deadline, now)
+            timeout_until(Some(deadline), now)
         } else {
             Some(Duration::ZERO)
         };
@@ -78,12 +70,6 @@ pub(super) fn run<D: Driver>(
         if now >= next_stats || shared.stats_requested() {
             next_stats = now + STATS_EVERY;
             shared.publish(d.stats(now));
-        }
-        if let (Some(t), Some(every)) = (next_print, stats_interval) {
-            if now >= t {
-                next_print = Some(now + every);
-                eprintln!("{}", d.stats(now).to_text());
-            }
         }
     }
     // Datagrams an in-process application queued before closing still go out, ahead of CLOSE.

@@ -39,7 +39,6 @@ pub(super) struct ServerDriver {
     inproc: Option<Arc<Inproc>>,
     buf: Vec<u8>,
     open_err_log: RateLimit,
-    stats_interval: Option<Duration>,
 }
 
 impl ServerDriver {
@@ -92,7 +91,6 @@ impl ServerDriver {
             inproc,
             buf: vec![0u8; 65_536],
             open_err_log: RateLimit::default(),
-            stats_interval: config.stats_interval,
         })
     }
 
@@ -105,8 +103,7 @@ impl ServerDriver {
     }
 
     pub(super) fn run(mut self, shared: &Shared) -> Result<(), Error> {
-        let every = self.stats_interval;
-        event_loop::run(&mut self, shared, every)
+        event_loop::run(&mut self, shared)
     }
 
     /// Takes what an in-process application queued for its peers.

@@ -73,6 +73,36 @@ fn path_tag(path: usize) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::UNSPECIFIED, path as u16))
 }
 
+/// Logs a path's change of state as one line with stable keys, for operators' greps and
+/// scripts (documented in docs/STATS.md, "Path events"):
+/// `event=path_down path=NAME remote=ADDR was=up reason=silent silent_ms=1000`.
+/// Down is a warning; up and lossy are info.
+fn log_path_change(p: &ClientPath, old: PathState, reason: &str) {
+    let new = p.state();
+    let mut line = format!(
+        "event=path_{} path={} remote={} was={} reason={reason}",
+        new.name(),
+        p.name(),
+        p.remote(),
+        old.name()
+    );
+    let (out, inn) = p.loss();
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.1}", x * 100.0));
+    match new {
+        PathState::Down => line.push_str(&format!(" silent_ms={}", p.silent_ms())),
+        PathState::Up | PathState::Lossy => line.push_str(&format!(
+            " loss_out_pct={} loss_in_pct={}",
+            pct(out),
+            pct(inn)
+        )),
+    }
+    if new == PathState::Down {
+        warn!("{line}");
+    } else {
+        info!("{line}");
+    }
+}
+
 impl Client {
     /// A client with the given paths (at most [`MAX_PATHS`]); `seed` drives its epoch and ids.
     pub fn new(params: Params, mode: Mode, paths: Vec<PathSpec>, seed: u64, now: Instant) -> Self {
@@ -254,13 +284,7 @@ impl Client {
         match self.codec.open(bytes, &mut scratch) {
             Ok(payload) => {
                 if let Some(old) = self.paths[path].on_receive(now, bytes.len(), &self.params) {
-                    let p = &self.paths[path];
-                    info!(
-                        "path {} is {} again (was {})",
-                        p.name(),
-                        p.state().name(),
-                        old.name()
-                    );
+                    log_path_change(&self.paths[path], old, "heard");
                 }
                 if header.session == CONTROL_SESSION {
                     if let Err(r) = self.paths[path].accept_control(header.epoch, header.seq) {
@@ -516,12 +540,7 @@ impl Client {
         };
         let p = &mut self.paths[path];
         if let Some(old) = p.on_ack(now, &ack, header.epoch, &self.params) {
-            info!(
-                "path {} is {} (was {})",
-                p.name(),
-                p.state().name(),
-                old.name()
-            );
+            log_path_change(p, old, "loss");
         }
     }
 
@@ -555,21 +574,14 @@ impl Client {
         for i in 0..self.paths.len() {
             if let Some(old) = self.paths[i].check_down(now, &self.params) {
                 let p = &self.paths[i];
-                if p.ever_heard() {
-                    warn!(
-                        "path {} is down (was {}): nothing heard for {:?}",
-                        p.name(),
-                        old.name(),
-                        self.params.down_after
-                    );
+                let reason = if p.ever_heard() {
+                    "silent"
                 } else {
-                    warn!(
-                        "path {} is down: no answer since the start ({:?}); is the bridge \
-                         or the server running?",
-                        p.name(),
-                        self.params.down_after
-                    );
-                }
+                    // Nothing ever came back: most likely the bridge or the server is not
+                    // running, or the address is wrong.
+                    "never_heard"
+                };
+                log_path_change(p, old, reason);
             }
             if let Some(token) = self.paths[i].poll_probe(now, &self.params) {
                 let h = self.control_header(PacketType::Probe);

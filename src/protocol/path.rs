@@ -100,6 +100,8 @@ pub struct ClientPath {
     rx_packets: u64,
     rx_bytes: u64,
     downs: u64,
+    /// When the path last went down (for the silence figure of its event).
+    down_at: Instant,
 }
 
 impl ClientPath {
@@ -126,6 +128,7 @@ impl ClientPath {
             rx_packets: 0,
             rx_bytes: 0,
             downs: 0,
+            down_at: now,
         }
     }
 
@@ -137,6 +140,19 @@ impl ClientPath {
     /// Name for logs and stats.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The remote address, as shown in stats.
+    pub fn remote(&self) -> &str {
+        &self.remote
+    }
+
+    /// Milliseconds since anything arrived (since the path was created, if nothing ever did),
+    /// as of the last state check.
+    pub fn silent_ms(&self) -> u64 {
+        self.down_at
+            .saturating_duration_since(self.last_rx.unwrap_or(self.created))
+            .as_millis() as u64
     }
 
     /// Updates the remote shown in stats (after re-resolution).
@@ -282,6 +298,7 @@ impl ClientPath {
             let old = self.state;
             self.state = PathState::Down;
             self.downs += 1;
+            self.down_at = now;
             return Some(old);
         }
         None

@@ -117,9 +117,44 @@ pub fn maybe_genkey() -> Option<std::process::ExitCode> {
     }
 }
 
-/// Runs a configured tunnel until SIGINT/SIGTERM, printing errors the way the tools do.
-pub fn run_tunnel(prog: &'static str, config: &mptunnel::Config) -> std::process::ExitCode {
+/// How the tools print their stats reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StatsFormat {
+    /// The human summary, on stderr.
+    #[default]
+    Text,
+    /// One JSON document per line, on stdout (`--stats-json`).
+    Json,
+}
+
+/// Prints one stats report in `format`.
+pub fn print_stats(format: StatsFormat, stats: &mptunnel::Stats) {
+    match format {
+        StatsFormat::Text => eprintln!("{}", stats.to_text()),
+        StatsFormat::Json => print_json_line(&stats.to_json()),
+    }
+}
+
+/// Writes `line` and a newline to stdout at once, flushed (stdout may be a pipe).
+pub fn print_json_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// How often the tools' main thread looks at the termination flag while it waits.
+const SIGNAL_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Runs a configured tunnel until SIGINT/SIGTERM, printing errors the way the tools do and a
+/// stats report every `stats-interval` (and a last one at exit: at log level info as text,
+/// always in JSON).
+pub fn run_tunnel(
+    prog: &'static str,
+    config: &mptunnel::Config,
+    format: StatsFormat,
+) -> std::process::ExitCode {
     use std::process::ExitCode;
+    use std::time::Instant;
     let tunnel = match mptunnel::Tunnel::new(config) {
         Ok(t) => t,
         Err(mptunnel::Error::Config(e)) => {
@@ -131,27 +166,52 @@ pub fn run_tunnel(prog: &'static str, config: &mptunnel::Config) -> std::process
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let handle = tunnel.handle();
-    // A flag set by the signal handler, watched by a small thread (portable: the iterator
-    // API of signal-hook is not available on Windows).
-    match termination_flag() {
-        Ok(flag) => {
-            let h = handle.clone();
-            std::thread::spawn(move || {
-                while !is_set(&flag) {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                log::info!("signal received: shutting down");
-                h.stop();
-            });
+    // Installed before the loop thread starts; that thread blocks every signal, so they are
+    // handled here.
+    let flag = termination_flag().unwrap_or_else(|e| {
+        log::warn!("cannot install signal handlers: {e}");
+        Arc::new(AtomicBool::new(false))
+    });
+    let (handle, join) = match tunnel.spawn() {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("{prog}: {e}");
+            return ExitCode::from(EXIT_FAILURE);
         }
-        Err(e) => log::warn!("cannot install signal handlers: {e}"),
+    };
+    let every = config.stats_interval;
+    let mut next_report = every.map(|e| Instant::now() + e);
+    while handle.is_running() {
+        if is_set(&flag) {
+            log::info!("signal received: shutting down");
+            handle.stop();
+            break;
+        }
+        let now = Instant::now();
+        if let (Some(at), Some(every)) = (next_report, every) {
+            if now >= at {
+                print_stats(format, &handle.stats());
+                next_report = Some(at.max(now - every) + every);
+            }
+        }
+        let nap = next_report.map_or(SIGNAL_CHECK, |at| {
+            at.saturating_duration_since(now).min(SIGNAL_CHECK)
+        });
+        std::thread::sleep(nap);
     }
-    match tunnel.run() {
-        Ok(()) => {
-            log::info!("{}", handle.stats().to_text());
-            ExitCode::SUCCESS
-        }
+    let result = join.join().unwrap_or_else(|_| {
+        Err(mptunnel::Error::Io(
+            "the tunnel loop panicked".into(),
+            std::io::Error::other("panic"),
+        ))
+    });
+    let last = handle.stats();
+    match format {
+        StatsFormat::Text => log::info!("{}", last.to_text()),
+        StatsFormat::Json => print_stats(format, &last),
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{prog}: {e}");
             ExitCode::from(EXIT_FAILURE)
@@ -165,6 +225,10 @@ pub struct CommonOpts {
     /// Print a stats summary to stderr every SECS seconds (0 = never).
     #[arg(long, value_name = "SECS")]
     pub stats_interval: Option<String>,
+    /// Print each stats report as one JSON line on stdout (the document of docs/STATS.md),
+    /// and a last one at exit, instead of the text summary on stderr.
+    #[arg(long)]
+    pub stats_json: bool,
     /// Log level: error, warn (default), info, debug, trace or off.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -190,6 +254,15 @@ pub struct CommonOpts {
 }
 
 impl CommonOpts {
+    /// The report format these options ask for.
+    pub fn stats_format(&self) -> StatsFormat {
+        if self.stats_json {
+            StatsFormat::Json
+        } else {
+            StatsFormat::Text
+        }
+    }
+
     /// Applies the options that were given.
     pub fn apply(&self, c: &mut mptunnel::Config) -> Result<(), mptunnel::ConfigError> {
         let pairs = [

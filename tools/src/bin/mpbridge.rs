@@ -111,9 +111,16 @@ struct Cli {
     #[arg(long, value_name = "N", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_clients: u32,
 
-    /// Log a one-line counter summary every SECS seconds (0 = never; needs --log-level info)
+    /// Report the counters every SECS seconds (0 = never): a log line at --log-level info, or a
+    /// JSON line with --stats-json
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
     stats_interval: f64,
+
+    /// Print each report (every --stats-interval, and a last one at exit) as one JSON line on
+    /// stdout: {"listen", "upstream", "clients", "queued", "blackhole", "up": {...}, "down":
+    /// {...}, "clients_new", ...}, each direction with rx, tx, lost, duplicated, reordered, ...
+    #[arg(long)]
+    stats_json: bool,
 
     /// Log verbosity on stderr: off, error, warn, info, debug or trace (info and above also print a final summary)
     #[arg(long, value_name = "LEVEL", default_value = "warn", value_parser = mptunnel_tools::parse_log_level)]
@@ -195,6 +202,7 @@ impl Cli {
             max_clients: self.max_clients as usize,
             stats_interval: (self.stats_interval > 0.0)
                 .then(|| Duration::from_secs_f64(self.stats_interval)),
+            stats_json: self.stats_json,
         }
     }
 }
@@ -225,8 +233,11 @@ fn main() -> ExitCode {
         }
     };
     match relay::run(cli.config(), &flags) {
-        Ok(summary) => {
-            log::info!("final: {summary}");
+        Ok(report) => {
+            log::info!("final: {}", report.text);
+            if cli.stats_json {
+                mptunnel_tools::print_json_line(&report.json);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -96,5 +96,5 @@ fn main() -> ExitCode {
         }
     };
     init_logging_from("mpclient", &config);
-    run_tunnel("mpclient", &config)
+    run_tunnel("mpclient", &config, args.common.stats_format())
 }

@@ -97,5 +97,5 @@ fn main() -> ExitCode {
         }
     };
     init_logging_from("mpserver", &config);
-    run_tunnel("mpserver", &config)
+    run_tunnel("mpserver", &config, args.common.stats_format())
 }

@@ -34,6 +34,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub max_clients: usize,
     pub stats_interval: Option<Duration>,
+    /// Reports as JSON lines on stdout instead of info log lines.
+    pub stats_json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +44,7 @@ enum Dir {
     Down,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone, Copy, serde::Serialize)]
 struct DirStats {
     rx: u64,
     rx_bytes: u64,
@@ -77,7 +79,7 @@ impl fmt::Display for DirStats {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize)]
 struct Stats {
     up: DirStats,
     down: DirStats,
@@ -154,8 +156,16 @@ struct Relay {
     stats: Stats,
 }
 
-/// Runs until the terminate flag is set; returns the final counter summary.
-pub fn run(cfg: Config, flags: &Flags) -> io::Result<String> {
+/// The final report of a run.
+pub struct Report {
+    /// One line for the log.
+    pub text: String,
+    /// The same figures as one JSON document.
+    pub json: String,
+}
+
+/// Runs until the terminate flag is set; returns the final counters.
+pub fn run(cfg: Config, flags: &Flags) -> io::Result<Report> {
     let poll = Poll::new()?;
     let mut listen = udp_socket(cfg.listen)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", cfg.listen)))?;
@@ -186,7 +196,10 @@ pub fn run(cfg: Config, flags: &Flags) -> io::Result<String> {
         stats: Stats::default(),
     };
     relay.event_loop(flags)?;
-    Ok(relay.summary())
+    Ok(Report {
+        text: relay.summary(),
+        json: relay.json(),
+    })
 }
 
 impl Relay {
@@ -215,7 +228,11 @@ impl Relay {
             }
             if let (Some(at), Some(every)) = (next_stats, self.cfg.stats_interval) {
                 if now >= at {
-                    log::info!("{}", self.summary());
+                    if self.cfg.stats_json {
+                        mptunnel_tools::print_json_line(&self.json());
+                    } else {
+                        log::info!("{}", self.summary());
+                    }
                     next_stats = Some(now + every);
                 }
             }
@@ -482,6 +499,33 @@ impl Relay {
             self.remove_client(addr);
             self.stats.clients_expired += 1;
         }
+    }
+
+    /// The counters as one JSON document (fields as in `summary`, documented in mpbridge's
+    /// help).
+    fn json(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Doc<'a> {
+            listen: String,
+            upstream: String,
+            clients: usize,
+            queued: usize,
+            blackhole: bool,
+            #[serde(flatten)]
+            stats: &'a Stats,
+        }
+        let doc = Doc {
+            listen: self
+                .listen
+                .local_addr()
+                .map_or_else(|_| self.cfg.listen.to_string(), |a| a.to_string()),
+            upstream: self.cfg.upstream.to_string(),
+            clients: self.clients.len(),
+            queued: self.queue.len(),
+            blackhole: self.blackhole,
+            stats: &self.stats,
+        };
+        serde_json::to_string(&doc).unwrap_or_else(|_| "{}".to_string())
     }
 
     fn summary(&self) -> String {
