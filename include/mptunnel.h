@@ -178,6 +178,12 @@ typedef size_t mpt_fd;
 #define MPT_ERR_PANIC 12
 
 /**
+ * The highest result code: the codes are MPT_OK to MPT_ERR_LAST with no gaps. It moves up
+ * when a code is added (numbers are never reused), so a loop up to it sees every code.
+ */
+#define MPT_ERR_LAST MPT_ERR_PANIC
+
+/**
  * The client end (what mpclient runs; `mpt_socket_connect`).
  */
 #define MPT_ROLE_CLIENT 1

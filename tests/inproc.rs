@@ -188,9 +188,26 @@ fn config_errors_from_the_api() {
     c.set("listen", "127.0.0.1:0").unwrap();
     let e = Tunnel::new(&c).unwrap_err().to_string();
     assert!(e.contains("no paths"), "{e}");
+    // A socket is a client and a listener a server: the other role is refused for that
+    // reason (the configs are otherwise complete for their own role).
     let mut s = Config::new(Role::Server);
     s.set("listen", "127.0.0.1:0").unwrap();
-    assert!(MultipathSocket::connect(&s).is_err());
+    match MultipathSocket::connect(&s) {
+        Err(mptunnel::Error::Config(e)) => {
+            assert!(e.to_string().contains("client configuration"), "{e}")
+        }
+        Err(e) => panic!("a socket from a server config: {e}"),
+        Ok(_) => panic!("a socket from a server config connected"),
+    }
+    let mut cl = Config::new(Role::Client);
+    cl.set("path", "127.0.0.1:9").unwrap();
+    match MultipathListener::bind(&cl) {
+        Err(mptunnel::Error::Config(e)) => {
+            assert!(e.to_string().contains("server configuration"), "{e}")
+        }
+        Err(e) => panic!("a listener from a client config: {e}"),
+        Ok(_) => panic!("a listener from a client config bound"),
+    }
     let mut bad = Config::new(Role::Server);
     bad.set("listen", "127.0.0.1:0").unwrap();
     bad.set("target", "no-such-host.invalid:1").unwrap();

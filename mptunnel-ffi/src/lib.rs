@@ -69,6 +69,9 @@ pub const MPT_ERR_UNSUPPORTED: mpt_result = 11;
 /// A bug inside the library was caught at the boundary; the process can go on, but the
 /// handle involved should be freed. Please report it with `mpt_last_error()`.
 pub const MPT_ERR_PANIC: mpt_result = 12;
+/// The highest result code: the codes are MPT_OK to MPT_ERR_LAST with no gaps. It moves up
+/// when a code is added (numbers are never reused), so a loop up to it sees every code.
+pub const MPT_ERR_LAST: mpt_result = MPT_ERR_PANIC;
 
 /// The library's version ("MAJOR.MINOR.PATCH"): a static string, never freed.
 ///
@@ -159,13 +162,36 @@ mod tests {
         assert_eq!(v.to_str().unwrap(), mptunnel::VERSION);
     }
 
+    /// The numbers of the result codes the header defines (`#define MPT_OK 0`,
+    /// `#define MPT_ERR_NULL 1`, ...), whatever they are.
+    fn codes_in_header() -> Vec<(String, mpt_result)> {
+        include_str!("../../include/mptunnel.h")
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.strip_prefix("#define ")?.split_whitespace();
+                let (name, value) = (w.next()?, w.next()?);
+                let is_code = name == "MPT_OK" || name.starts_with("MPT_ERR_");
+                Some((name.to_string(), value.parse().ok().filter(|_| is_code)?))
+            })
+            .collect()
+    }
+
     #[test]
     fn every_code_has_a_description() {
-        for r in MPT_OK..=MPT_ERR_PANIC {
-            let s = unsafe { CStr::from_ptr(mpt_result_str(r)) };
-            assert_ne!(s.to_str().unwrap(), "unknown result code", "code {r}");
+        let codes = codes_in_header();
+        assert!(codes.len() > 10, "{codes:?}");
+        // MPT_ERR_LAST is the highest code, and there are no gaps below it.
+        let mut numbers: Vec<mpt_result> = codes.iter().map(|(_, n)| *n).collect();
+        numbers.sort_unstable();
+        let expected: Vec<mpt_result> = (MPT_OK..=MPT_ERR_LAST).collect();
+        assert_eq!(numbers, expected, "codes in the header: {codes:?}");
+        for (name, r) in &codes {
+            let s = unsafe { CStr::from_ptr(mpt_result_str(*r)) };
+            assert_ne!(s.to_str().unwrap(), "unknown result code", "{name} ({r})");
         }
-        let s = unsafe { CStr::from_ptr(mpt_result_str(9999)) };
-        assert_eq!(s.to_str().unwrap(), "unknown result code");
+        for r in [MPT_ERR_LAST + 1, 9999, mpt_result::MAX] {
+            let s = unsafe { CStr::from_ptr(mpt_result_str(r)) };
+            assert_eq!(s.to_str().unwrap(), "unknown result code", "{r}");
+        }
     }
 }

@@ -75,8 +75,11 @@ static mpt_config *server_config(const char *listen) {
 static void test_basics(void) {
     int code;
     CHECK(strcmp(mpt_version(), MPT_VERSION_STRING) == 0);
-    for (code = MPT_OK; code <= MPT_ERR_PANIC; code++)
+    /* MPT_ERR_LAST is the highest code (a unit test of the library checks that against
+     * every code the header defines), so this loop sees every code. */
+    for (code = MPT_OK; code <= (int)MPT_ERR_LAST; code++)
         CHECK(strcmp(mpt_result_str((mpt_result)code), "unknown result code") != 0);
+    CHECK(strcmp(mpt_result_str(MPT_ERR_LAST + 1), "unknown result code") == 0);
     CHECK(strcmp(mpt_result_str(4242), "unknown result code") == 0);
     CHECK(strcmp(mpt_result_str(MPT_ERR_TIMEOUT), "timed out") == 0);
     CHECK(mpt_last_error() != NULL);
