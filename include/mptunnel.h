@@ -245,19 +245,30 @@ mpt_result mpt_genkey(char *buf, size_t cap, size_t *len);
 mpt_result mpt_config_new(mpt_role role, mpt_config **out);
 
 /**
- * Sets one option. Keys are the command-line tools' long options (a leading `--` is
- * accepted); values are text, as on the command line:
- * - `listen`: `HOST:PORT` to bind (`[::1]:4000` for IPv6; port 0 = any free port);
- * - `target` (server): `HOST:PORT` of the service datagrams are forwarded to;
+ * Sets one option. Keys are the command-line tools' long options (a leading `--` and `_`
+ * for `-` are accepted); values are text, as on the command line. The options (the same
+ * table drives the tools, config files and Python; a test keeps this list equal to it):
+ * - `listen` (both; ADDR): where to listen: `HOST:PORT`, `[IPv6]:PORT` or a bare port (all
+ *   IPv4 addresses); port 0 = any free port;
+ * - `target` (server; HOST:PORT; also `forward`): the service datagrams are forwarded to;
  * - `path` (client; each call appends one, at most 64): `HOST:PORT` or `HOST PORT` of a
  *   bridge (or of the server), optionally followed by `name=NAME` (shown in stats),
- *   `bind=LOCAL_IP` (source address) or `dev=IFACE` (Linux: send through that interface),
- *   e.g. `"10.0.0.2 4001 name=dsl bind=192.168.1.10"`;
- * - `key`: the pre-shared key, 44 base64 characters (32 bytes; `mpt_genkey` makes one; both
- *   ends need the same), or `key-file`: a file holding it;
- * - `probe-interval` / `down-after` (ms), `idle-timeout` (s), `max-sessions`, `window`
- *   (packets), `mode` (`redundant`), `log-level` (`error` ... `trace`, `off`: the stderr
- *   level while no log callback is set), `stats-interval` (used by the tools only).
+ *   `bind=LOCAL_IP` (source address), `dev=IFACE` (Linux: send through that interface) or
+ *   `weight=N`, e.g. `"10.0.0.2 4001 name=dsl bind=192.168.1.10"`;
+ * - `config` (both; FILE): reads a config file, as `mpt_config_load_file`;
+ * - `mode` (client): `redundant`;
+ * - `probe-interval` (both; whole milliseconds, default 250);
+ * - `down-after` (both; whole milliseconds, default 1000);
+ * - `idle-timeout` (both; seconds, fractions allowed, default 120);
+ * - `max-sessions` (both; count, default 1024);
+ * - `window` (both; packets, a multiple of 64, default 8192);
+ * - `key` (both): the pre-shared key, 44 base64 characters (32 bytes; `mpt_genkey` makes
+ *   one; both ends need the same);
+ * - `key-file` (both; FILE): a file holding the key;
+ * - `stats-interval` (both; seconds) and `stats-json` (both; `true`/`false`): used by the
+ *   tools only;
+ * - `log-level` (both): `error`, `warn`, `info`, `debug`, `trace` or `off`: the stderr level
+ *   while no log callback is set.
  *
  * Host names are resolved when the tunnel, socket or listener is created.
  * Errors: `MPT_ERR_NULL`, `MPT_ERR_INVALID_ARG` (not UTF-8), `MPT_ERR_CONFIG` (unknown key,
@@ -482,12 +493,13 @@ void mpt_listener_free(mpt_listener *l);
 mpt_result mpt_tunnel_new(const mpt_config *c, mpt_tunnel **out);
 
 /**
- * Runs the tunnel on the calling thread until `mpt_tunnel_stop` is called (from another
- * thread, a signal-handling thread, or the log callback). If the tunnel was started with
- * `mpt_tunnel_start`, waits until it stops.
+ * Runs the tunnel and blocks the calling thread until `mpt_tunnel_stop` is called (from
+ * another thread, a signal-handling thread, or the log callback). The loop itself runs on
+ * a thread of the library, which blocks all signals. If the tunnel was started already
+ * (with `mpt_tunnel_start`, or by `mpt_tunnel_run` on another thread), waits until it stops.
  *
- * Errors: `MPT_ERR_NULL`, `MPT_ERR_CLOSED` (already stopped), `MPT_ERR_IO` (the loop failed),
- * `MPT_ERR_STATE` (another thread is already in `mpt_tunnel_run`).
+ * Errors: `MPT_ERR_NULL`, `MPT_ERR_CLOSED` (already stopped), `MPT_ERR_IO` (the loop failed;
+ * reported to the first caller that waits), `MPT_ERR_PANIC`.
  * Thread safety: any thread.
  */
 mpt_result mpt_tunnel_run(mpt_tunnel *t);

@@ -156,7 +156,8 @@ fn socket_through_a_tunnel_server_to_a_udp_service() {
     c.set("target", &echo_addr.to_string()).unwrap();
     let server = Tunnel::new(&c).unwrap();
     let addr = server.local_addr();
-    let (handle, thread) = server.spawn().unwrap();
+    let running = server.start().unwrap();
+    let handle = running.handle().clone();
     let s = socket_to(addr, 2);
     for i in 0..50u32 {
         s.send(&i.to_be_bytes()).unwrap();
@@ -172,8 +173,7 @@ fn socket_through_a_tunnel_server_to_a_udp_service() {
     drop(s); // sends CLOSE
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(handle.stats().sessions, 0, "CLOSE freed the session");
-    handle.stop();
-    thread.join().unwrap().unwrap();
+    running.stop().unwrap();
     assert!(!handle.is_running());
 }
 

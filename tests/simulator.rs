@@ -8,12 +8,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mptunnel::protocol::client::{Client, PathSpec};
+use mptunnel::protocol::endpoint::Endpoint as _;
+use mptunnel::protocol::event::Event as EndpointEvent;
 use mptunnel::protocol::params::Params;
 use mptunnel::protocol::path::PathState;
 use mptunnel::protocol::rng::Rng;
 use mptunnel::protocol::scheduler::Mode;
-use mptunnel::protocol::server::{Server, SessionEvent};
-use mptunnel::protocol::transmit::Dest;
+use mptunnel::protocol::server::Server;
+use mptunnel::protocol::transmit::{ClientDest, ServerDest};
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Link {
@@ -54,6 +56,8 @@ struct Sim {
     recorded_up: Vec<(usize, Vec<u8>)>,
     record: bool,
     seed_counter: u64,
+    /// Times the server's timers ran.
+    server_wakeups: u64,
 }
 
 fn bridge_addr(i: usize) -> SocketAddr {
@@ -110,6 +114,7 @@ impl Sim {
             recorded_up: Vec::new(),
             record: false,
             seed_counter: seed,
+            server_wakeups: 0,
         }
     }
 
@@ -145,7 +150,7 @@ impl Sim {
     fn flush(&mut self) {
         while let Some(t) = self.client.poll_transmit() {
             match t.dest {
-                Dest::Paths(mask) => {
+                ClientDest::Paths(mask) => {
                     for i in 0..self.up.len() {
                         if mask & (1 << i) != 0 {
                             if self.record {
@@ -156,27 +161,28 @@ impl Sim {
                         }
                     }
                 }
-                Dest::Local(app) => self.deliver_to_app(app, &t.data),
-                other => panic!("client produced {other:?}"),
+                ClientDest::App(app) => self.deliver_to_app(app, &t.data),
             }
             self.client.recycle(t.data);
         }
+        while self.client.poll_event().is_some() {}
         while let Some(ev) = self.server.poll_event() {
             match ev {
-                SessionEvent::Opened(_) => self.target_sessions += 1,
-                SessionEvent::Closed(_) => self.target_sessions -= 1,
+                EndpointEvent::SessionOpened { .. } => self.target_sessions += 1,
+                EndpointEvent::SessionClosed { .. } => self.target_sessions -= 1,
+                _ => {}
             }
         }
         while let Some(t) = self.server.poll_transmit() {
             match t.dest {
-                Dest::Addrs(set) => {
+                ServerDest::Bridges(set) => {
                     for a in set.as_slice() {
                         let i = path_of(a);
                         let link = self.down[i];
                         self.send_over(link, &t.data, |bytes| Event::Client { path: i, bytes });
                     }
                 }
-                Dest::Session(session) => {
+                ServerDest::Target(session) => {
                     // The target echoes after 1 ms.
                     let at = self.now + Duration::from_millis(1);
                     self.schedule(
@@ -187,7 +193,6 @@ impl Sim {
                         },
                     );
                 }
-                other => panic!("server produced {other:?}"),
             }
             self.server.recycle(t.data);
         }
@@ -276,6 +281,7 @@ impl Sim {
             }
             if self.server.poll_timeout().is_some_and(|t| t <= now) {
                 self.server.handle_timeout(now);
+                self.server_wakeups += 1;
             }
             self.flush();
         }
@@ -596,7 +602,8 @@ fn clean_client_shutdown_closes_server_sessions() {
     let mut c = vec![0u64; 3];
     sim.run(Duration::from_secs(1), 100.0, 3, 50, &mut c);
     assert_eq!(sim.server.session_count(), 3);
-    sim.client.close();
+    let now = sim.now;
+    sim.client.close(now);
     sim.flush();
     let mut none = vec![];
     sim.run(Duration::from_secs(2), 1.0, 0, 0, &mut none);
@@ -867,4 +874,26 @@ fn duplicating_paths_do_not_skew_path_figures() {
         );
     }
     assert!(sim.server.counters().duplicates > 50);
+}
+
+#[test]
+fn an_idle_server_sleeps_until_a_real_deadline() {
+    let t0 = Instant::now();
+    let fresh = Server::new(Params::default(), 1, t0);
+    assert_eq!(fresh.poll_timeout(), None, "nothing to do: no deadline");
+    let params = Params {
+        idle_timeout: Duration::from_secs(2),
+        ..Params::default()
+    };
+    let mut sim = Sim::new(3, lossless(), params, 40);
+    let mut c = vec![0u64; 1];
+    sim.run(Duration::from_secs(1), 100.0, 1, 50, &mut c);
+    let busy = sim.server_wakeups;
+    // Ten seconds without traffic: the client still probes every path (validated long ago),
+    // the session expires once; nothing else is due on the server.
+    let mut none = vec![];
+    sim.run(Duration::from_secs(11), 1.0, 0, 0, &mut none);
+    assert_eq!(sim.server.session_count(), 0, "expired");
+    let idle = sim.server_wakeups - busy;
+    assert!(idle <= 4, "the server woke {idle} times in 10 idle seconds");
 }

@@ -242,6 +242,9 @@ pub(crate) fn tunnel_failure(e: mptunnel::Error) -> Failure {
     match e {
         mptunnel::Error::Config(c) => Failure::new(MPT_ERR_CONFIG, c.to_string()),
         e @ mptunnel::Error::Io(..) => Failure::new(MPT_ERR_IO, e.to_string()),
+        e @ mptunnel::Error::State(_) => Failure::new(MPT_ERR_STATE, e.to_string()),
+        e @ mptunnel::Error::Closed => Failure::new(MPT_ERR_CLOSED, e.to_string()),
+        e @ mptunnel::Error::Panicked => Failure::new(MPT_ERR_PANIC, e.to_string()),
     }
 }
 

@@ -111,9 +111,8 @@ pub extern "C" fn mpt_last_error() -> *const c_char {
 pub extern "C" fn mpt_genkey(buf: *mut c_char, cap: usize, len: *mut usize) -> mpt_result {
     boundary::guard("mpt_genkey", || {
         boundary::out_ptr(len, "len")?;
-        let key = mptunnel::protocol::crypto::Key::generate()
-            .map_err(|e| boundary::Failure::new(MPT_ERR_IO, e))?;
-        boundary::write_text(&key.to_base64(), buf, cap, len)
+        let key = mptunnel::genkey().map_err(|e| boundary::Failure::new(MPT_ERR_IO, e))?;
+        boundary::write_text(&key, buf, cap, len)
     })
 }
 
@@ -174,6 +173,29 @@ mod tests {
                 Some((name.to_string(), value.parse().ok().filter(|_| is_code)?))
             })
             .collect()
+    }
+
+    /// The options the header documents for `mpt_config_set` are exactly the table's.
+    #[test]
+    fn config_set_documents_every_option_of_the_table() {
+        let header = include_str!("../../include/mptunnel.h");
+        let end = header.find("mpt_result mpt_config_set(").expect("declared");
+        let start = header[..end].rfind("/**").expect("documented");
+        let doc = &header[start..end];
+        let documented: Vec<&str> = doc
+            .lines()
+            .filter_map(|l| l.trim_start_matches([' ', '*']).strip_prefix("- `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let mut table: Vec<&str> = mptunnel::options::OPTIONS.iter().map(|o| o.name).collect();
+        // `stats-interval` and `stats-json` share a bullet.
+        let mut listed = documented.clone();
+        if doc.contains("`stats-interval` (both; seconds) and `stats-json`") {
+            listed.push("stats-json");
+        }
+        listed.sort_unstable();
+        table.sort_unstable();
+        assert_eq!(listed, table, "documented: {documented:?}");
     }
 
     #[test]

@@ -1,90 +1,16 @@
 //! `mpt_tunnel`: a forwarding endpoint, what mpclient and mpserver run.
 
 use std::ffi::c_char;
-use std::thread::{JoinHandle, ThreadId};
 
-use mptunnel::{Tunnel, TunnelHandle};
-use parking_lot::{Condvar, Mutex};
+use mptunnel::{SharedTunnel, Tunnel};
 
-use crate::boundary::{guard, handle, out_ptr, tunnel_failure, write_text, Failure, Res};
+use crate::boundary::{guard, handle, out_ptr, tunnel_failure, write_text, Failure};
 use crate::*;
-
-type Join = JoinHandle<Result<(), mptunnel::Error>>;
-
-enum State {
-    /// Built (sockets bound), not started.
-    Ready(Box<Tunnel>),
-    /// Running on its own thread; the join handle is taken by whoever joins it.
-    Background(Option<Join>, ThreadId),
-    /// Running inside `mpt_tunnel_run` on this thread.
-    Foreground(ThreadId),
-    /// Done; the loop's error, if it failed, until someone reports it.
-    Finished(Option<Failure>),
-}
 
 /// A forwarding endpoint: the client end listens for an application's UDP datagrams and
 /// sends each over every path; the server end forwards to its target. Opaque.
 pub struct mpt_tunnel {
-    handle: TunnelHandle,
-    state: Mutex<State>,
-    finished: Condvar,
-}
-
-impl mpt_tunnel {
-    fn loop_thread(&self) -> Option<ThreadId> {
-        match &*self.state.lock() {
-            State::Background(_, id) | State::Foreground(id) => Some(*id),
-            _ => None,
-        }
-    }
-
-    fn finish(&self, r: Result<(), Failure>) {
-        *self.state.lock() = State::Finished(r.err());
-        self.finished.notify_all();
-    }
-
-    /// Asks the loop to stop and waits until it has. Returns the loop's error, if any.
-    fn stop_and_wait(&self) -> Res {
-        self.handle.stop();
-        if self.loop_thread() == Some(std::thread::current().id()) {
-            // Called from the loop's own thread (a log callback): it stops when this returns.
-            return Ok(());
-        }
-        let mut st = self.state.lock();
-        loop {
-            match &mut *st {
-                State::Ready(_) => {
-                    *st = State::Finished(None);
-                    return Ok(());
-                }
-                State::Background(join, _) if join.is_some() => {
-                    let j = join.take().expect("checked");
-                    drop(st);
-                    let r = join_result(j);
-                    self.finish(Ok(()));
-                    return r;
-                }
-                State::Background(..) | State::Foreground(_) => {
-                    self.finished.wait(&mut st);
-                }
-                State::Finished(err) => return err.take().map_or(Ok(()), Err),
-            }
-        }
-    }
-}
-
-fn join_result(j: Join) -> Res {
-    match j.join() {
-        Ok(r) => r.map_err(tunnel_failure),
-        Err(_) => Err(Failure::new(MPT_ERR_PANIC, "the tunnel thread panicked")),
-    }
-}
-
-fn closed() -> Failure {
-    Failure::new(
-        MPT_ERR_CLOSED,
-        "the tunnel was stopped; create a new one to run again",
-    )
+    inner: SharedTunnel,
 }
 
 /// Builds a tunnel from a config: validates it, resolves addresses and binds every socket,
@@ -104,9 +30,7 @@ pub extern "C" fn mpt_tunnel_new(c: *const mpt_config, out: *mut *mut mpt_tunnel
         crate::log_sink::announce(&c.inner);
         let t = Tunnel::new(&c.inner).map_err(tunnel_failure)?;
         let b = Box::new(mpt_tunnel {
-            handle: t.handle(),
-            state: Mutex::new(State::Ready(Box::new(t))),
-            finished: Condvar::new(),
+            inner: SharedTunnel::new(t),
         });
         // SAFETY: checked non-NULL.
         unsafe { *out = Box::into_raw(b) };
@@ -114,49 +38,18 @@ pub extern "C" fn mpt_tunnel_new(c: *const mpt_config, out: *mut *mut mpt_tunnel
     })
 }
 
-/// Runs the tunnel on the calling thread until `mpt_tunnel_stop` is called (from another
-/// thread, a signal-handling thread, or the log callback). If the tunnel was started with
-/// `mpt_tunnel_start`, waits until it stops.
+/// Runs the tunnel and blocks the calling thread until `mpt_tunnel_stop` is called (from
+/// another thread, a signal-handling thread, or the log callback). The loop itself runs on
+/// a thread of the library, which blocks all signals. If the tunnel was started already
+/// (with `mpt_tunnel_start`, or by `mpt_tunnel_run` on another thread), waits until it stops.
 ///
-/// Errors: `MPT_ERR_NULL`, `MPT_ERR_CLOSED` (already stopped), `MPT_ERR_IO` (the loop failed),
-/// `MPT_ERR_STATE` (another thread is already in `mpt_tunnel_run`).
+/// Errors: `MPT_ERR_NULL`, `MPT_ERR_CLOSED` (already stopped), `MPT_ERR_IO` (the loop failed;
+/// reported to the first caller that waits), `MPT_ERR_PANIC`.
 /// Thread safety: any thread.
 #[no_mangle]
 pub extern "C" fn mpt_tunnel_run(t: *mut mpt_tunnel) -> mpt_result {
     guard("mpt_tunnel_run", || {
-        let t = handle(t, "tunnel")?;
-        let mut st = t.state.lock();
-        match std::mem::replace(&mut *st, State::Finished(None)) {
-            State::Ready(tunnel) => {
-                *st = State::Foreground(std::thread::current().id());
-                drop(st);
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tunnel.run()));
-                let r = match r {
-                    Ok(r) => r.map_err(tunnel_failure),
-                    Err(_) => Err(Failure::new(MPT_ERR_PANIC, "the tunnel loop panicked")),
-                };
-                t.finish(Ok(()));
-                r
-            }
-            State::Background(Some(j), id) => {
-                *st = State::Background(None, id);
-                drop(st);
-                let r = join_result(j);
-                t.finish(Ok(()));
-                r
-            }
-            other @ (State::Background(None, _) | State::Foreground(_)) => {
-                *st = other;
-                Err(Failure::new(
-                    MPT_ERR_STATE,
-                    "another thread is already running or waiting for this tunnel",
-                ))
-            }
-            State::Finished(err) => {
-                *st = State::Finished(None);
-                Err(err.unwrap_or_else(closed))
-            }
-        }
+        handle(t, "tunnel")?.inner.run().map_err(tunnel_failure)
     })
 }
 
@@ -168,26 +61,7 @@ pub extern "C" fn mpt_tunnel_run(t: *mut mpt_tunnel) -> mpt_result {
 #[no_mangle]
 pub extern "C" fn mpt_tunnel_start(t: *mut mpt_tunnel) -> mpt_result {
     guard("mpt_tunnel_start", || {
-        let t = handle(t, "tunnel")?;
-        let mut st = t.state.lock();
-        match std::mem::replace(&mut *st, State::Finished(None)) {
-            State::Ready(tunnel) => match tunnel.spawn() {
-                Ok((_, join)) => {
-                    let id = join.thread().id();
-                    *st = State::Background(Some(join), id);
-                    Ok(())
-                }
-                Err(e) => Err(tunnel_failure(e)),
-            },
-            other @ (State::Background(..) | State::Foreground(_)) => {
-                *st = other;
-                Err(Failure::new(MPT_ERR_STATE, "the tunnel is already running"))
-            }
-            State::Finished(err) => {
-                *st = State::Finished(err);
-                Err(closed())
-            }
-        }
+        handle(t, "tunnel")?.inner.start().map_err(tunnel_failure)
     })
 }
 
@@ -203,7 +77,9 @@ pub extern "C" fn mpt_tunnel_start(t: *mut mpt_tunnel) -> mpt_result {
 /// watches the flag (with `mpt_tunnel_start`, the main thread can do it).
 #[no_mangle]
 pub extern "C" fn mpt_tunnel_stop(t: *mut mpt_tunnel) -> mpt_result {
-    guard("mpt_tunnel_stop", || handle(t, "tunnel")?.stop_and_wait())
+    guard("mpt_tunnel_stop", || {
+        handle(t, "tunnel")?.inner.stop().map_err(tunnel_failure)
+    })
 }
 
 /// Writes the tunnel's statistics as one JSON object (NUL-terminated) into `buf`, the
@@ -230,7 +106,7 @@ pub extern "C" fn mpt_tunnel_stats_json(
     guard("mpt_tunnel_stats_json", || {
         let t = handle(t, "tunnel")?;
         out_ptr(len, "len")?;
-        write_text(&t.handle.stats().to_json(), buf, cap, len)
+        write_text(&t.inner.handle().stats().to_json(), buf, cap, len)
     })
 }
 
@@ -247,7 +123,7 @@ pub extern "C" fn mpt_tunnel_stats_text(
     guard("mpt_tunnel_stats_text", || {
         let t = handle(t, "tunnel")?;
         out_ptr(len, "len")?;
-        write_text(&t.handle.stats().to_text(), buf, cap, len)
+        write_text(&t.inner.handle().stats().to_text(), buf, cap, len)
     })
 }
 
@@ -266,7 +142,7 @@ pub extern "C" fn mpt_tunnel_local_addr(
 ) -> mpt_result {
     guard("mpt_tunnel_local_addr", || {
         let t = handle(t, "tunnel")?;
-        write_text(&t.handle.local_addr().to_string(), buf, cap, len)
+        write_text(&t.inner.handle().local_addr().to_string(), buf, cap, len)
     })
 }
 
@@ -283,18 +159,18 @@ pub extern "C" fn mpt_tunnel_free(t: *mut mpt_tunnel) {
         }
         // SAFETY: created by mpt_tunnel_new and not freed before (header contract).
         let tunnel = unsafe { Box::from_raw(t) };
-        if tunnel.loop_thread() == Some(std::thread::current().id()) {
+        if tunnel.inner.is_loop_thread() {
             // Freed from its own loop thread: the loop still uses it. Stop it and leak the
             // handle rather than free memory in use.
-            tunnel.handle.stop();
+            tunnel.inner.handle().stop();
             std::mem::forget(tunnel);
             return Err(Failure::new(
                 MPT_ERR_STATE,
                 "called from the tunnel's own thread; stopped it, but not freed",
             ));
         }
-        if let Err(e) = tunnel.stop_and_wait() {
-            log::warn!("tunnel stopped with an error: {}", e.message);
+        if let Err(e) = tunnel.inner.stop() {
+            log::warn!("tunnel stopped with an error: {e}");
         }
         Ok(())
     });

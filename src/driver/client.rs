@@ -1,250 +1,177 @@
-//! mio loop around the client endpoint: one listen socket for local apps, one connected
-//! socket per path shared by all sessions (a socat bridge serves a single peer address).
+//! The client endpoint on sockets: the apps' side (a UDP socket, or an in-process queue),
+//! and one connected socket per path shared by all sessions (a socat bridge serves a single
+//! peer address).
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use log::{debug, info, warn};
-use mio::{Interest, Poll, Token};
+use log::info;
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
 
-use super::event_loop::{self, Driver};
+use super::event_loop::{Driver, Sockets};
 use super::inproc::Inproc;
-use super::net::{bind_udp, is_transient, unspecified_for};
-use super::{io_err, Error, RateLimit, Shared, DRAIN_BUDGET};
-use crate::config::{resolve, Config};
+use super::net::{bind_udp, unspecified_for};
+use super::pump::{drain, flush, Failures, Scratch};
+use super::resolve::resolve;
+use super::{bind_listen, io_err, Error, Local, Setup};
 use crate::protocol::client::{Client, PathSpec};
-use crate::protocol::stats::Stats;
-use crate::protocol::transmit::Dest;
+use crate::protocol::endpoint::Endpoint as _;
+use crate::protocol::transmit::ClientDest;
+use crate::protocol::RateLimit;
 
 const LISTEN: Token = Token(0);
 const PATH_BASE: usize = 1;
-/// The one "application address" of an in-process socket.
-const INPROC_APP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
-    std::net::Ipv4Addr::LOCALHOST,
+
+/// Where the applications are.
+enum Apps {
+    /// Local programs sending to a UDP socket; each source address is a session.
+    Udp(UdpSocket),
+    /// One program in this process, through queues: a single session.
+    InProcess(Arc<Inproc>),
+}
+
+/// The in-process application's session key (it has no address of its own).
+const IN_PROCESS_APP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
     0,
 ));
 
-pub(super) struct ClientDriver {
-    poll: Poll,
-    /// Local apps' socket; None for an in-process socket.
-    listen: Option<mio::net::UdpSocket>,
-    inproc: Option<Arc<Inproc>>,
-    local_addr: SocketAddr,
-    paths: Vec<mio::net::UdpSocket>,
-    endpoint: Client,
-    buf: Vec<u8>,
-    send_err_log: RateLimit,
-}
-
-impl ClientDriver {
-    pub(super) fn new(
-        config: &Config,
-        poll: Poll,
-        seed: u64,
-        now: Instant,
-        inproc: Option<Arc<Inproc>>,
-    ) -> Result<Self, Error> {
-        let (listen, local_addr) = if inproc.is_some() {
-            (None, SocketAddr::from(([0, 0, 0, 0], 0)))
-        } else {
-            let listen_s = config.listen.as_deref().unwrap_or("0.0.0.0:0");
-            let listen_addr = resolve(listen_s)?;
-            let mut listen = bind_udp(listen_addr, None, None)
-                .map_err(io_err(format!("cannot listen on {listen_addr}")))?;
-            let local_addr = listen
-                .local_addr()
-                .map_err(io_err("cannot read listen address"))?;
-            poll.registry()
-                .register(&mut listen, LISTEN, Interest::READABLE)
-                .map_err(io_err("cannot register"))?;
-            (Some(listen), local_addr)
-        };
-        let mut paths = Vec::new();
-        let mut specs = Vec::new();
-        for (i, p) in config.paths.iter().enumerate() {
-            let remote = resolve(&p.remote())?;
-            let local = SocketAddr::new(p.bind.unwrap_or_else(|| unspecified_for(&remote)), 0);
-            let mut sock = bind_udp(local, p.dev.as_deref(), None).map_err(io_err(format!(
-                "cannot open a socket for path {}",
-                p.display_name()
-            )))?;
-            sock.connect(remote)
-                .map_err(io_err(format!("cannot connect path socket to {remote}")))?;
-            poll.registry()
-                .register(&mut sock, Token(PATH_BASE + i), Interest::READABLE)
-                .map_err(io_err("cannot register"))?;
-            info!("path {} -> {remote}", p.display_name());
-            paths.push(sock);
-            specs.push(PathSpec {
-                name: p.display_name(),
-                remote: remote.to_string(),
-            });
-        }
-        let endpoint = Client::new(config.params.clone(), config.mode, specs, seed, now);
-        info!(
-            "mpclient listening on {local_addr} with {} paths, epoch {:016x}",
-            paths.len(),
-            endpoint.epoch()
-        );
-        Ok(ClientDriver {
-            poll,
-            listen,
-            inproc,
-            local_addr,
-            paths,
-            endpoint,
-            buf: vec![0u8; 65_536],
-            send_err_log: RateLimit::default(),
-        })
-    }
-
-    pub(super) fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    pub(super) fn stats(&self, now: Instant) -> Stats {
-        self.endpoint.stats(now)
-    }
-
-    pub(super) fn run(mut self, shared: &Shared) -> Result<(), Error> {
-        event_loop::run(&mut self, shared)
-    }
-
-    /// Takes what an in-process application queued.
-    fn drain_inproc(&mut self) {
-        let Some(inproc) = &self.inproc else { return };
-        let batch = std::mem::take(&mut *inproc.outgoing.lock());
-        for (_, data) in batch {
-            self.endpoint
-                .handle_local(Instant::now(), INPROC_APP, &data);
-            self.flush();
-        }
-    }
-
-    /// Reads app datagrams; returns true if the budget ran out before the socket was empty.
-    fn drain_listen(&mut self) -> bool {
-        for _ in 0..DRAIN_BUDGET {
-            let r = match &self.listen {
-                Some(l) => l.recv_from(&mut self.buf),
-                None => return false,
-            };
-            match r {
-                Ok((n, from)) => {
-                    self.endpoint
-                        .handle_local(Instant::now(), from, &self.buf[..n]);
-                    self.flush();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => {
-                    warn!("listen socket: {e}");
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    fn drain_path(&mut self, i: usize) -> bool {
-        if i >= self.paths.len() {
-            return false;
-        }
-        for _ in 0..DRAIN_BUDGET {
-            match self.paths[i].recv(&mut self.buf) {
-                Ok(n) => {
-                    self.endpoint
-                        .handle_datagram(Instant::now(), i, &self.buf[..n]);
-                    self.flush();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                // ICMP errors (bridge not running) surface here on connected sockets.
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => {
-                    warn!("path socket {i}: {e}");
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    fn flush(&mut self) {
-        while let Some(t) = self.endpoint.poll_transmit() {
-            let mut errors = 0u64;
-            let mut last_err = None;
-            match t.dest {
-                Dest::Paths(mask) => {
-                    for (i, sock) in self.paths.iter().enumerate() {
-                        if mask & (1 << i) != 0 {
-                            if let Err(e) = sock.send(&t.data) {
-                                errors += 1;
-                                last_err = Some((i, e));
-                            }
-                        }
-                    }
-                }
-                Dest::Local(app) => match (&self.listen, &self.inproc) {
-                    (_, Some(inproc)) => inproc.deliver(0, &t.data),
-                    (Some(listen), None) => {
-                        if let Err(e) = listen.send_to(&t.data, app) {
-                            errors += 1;
-                            debug!("cannot deliver to {app}: {e}");
-                        }
-                    }
-                    (None, None) => {}
-                },
-                Dest::Addrs(_) | Dest::Session(_) => {}
-            }
-            if errors > 0 {
-                self.endpoint.count_send_errors(errors);
-                if let Some((i, e)) = last_err {
-                    if self
-                        .send_err_log
-                        .ready(Instant::now(), Duration::from_secs(10))
-                    {
-                        debug!("send on path {i} failed: {e} (counted; further errors are not logged for 10 s)");
-                    }
-                }
-            }
-            self.endpoint.recycle(t.data);
+impl Apps {
+    /// Hands a payload to the application at `app`.
+    fn deliver(&self, app: SocketAddr, data: &[u8], failed: &mut Failures) {
+        match self {
+            Apps::Udp(sock) => failed.note(sock.send_to(data, app), &app),
+            Apps::InProcess(q) => q.deliver(0, data),
         }
     }
 }
 
-impl Driver for ClientDriver {
-    fn poller(&mut self) -> &mut Poll {
-        &mut self.poll
-    }
+/// The client's sockets: the apps' side and one connected socket per path.
+pub(super) struct ClientSockets {
+    apps: Apps,
+    paths: Vec<UdpSocket>,
+}
 
-    fn service(&mut self, token: Token) -> bool {
+/// The client endpoint on its sockets.
+pub(super) type ClientDriver = Driver<Client, ClientSockets>;
+
+/// Binds the apps' socket (unless they are in process) and one socket per path.
+pub(super) fn build(setup: Setup) -> Result<ClientDriver, Error> {
+    let config = setup.config;
+    let poll = setup.poll;
+    let (apps, local_addr) = match setup.local {
+        Local::Network => {
+            let (sock, addr) = bind_listen(config, &poll, LISTEN)?;
+            (Apps::Udp(sock), addr)
+        }
+        Local::InProcess(q) => (Apps::InProcess(q), SocketAddr::from(([0, 0, 0, 0], 0))),
+    };
+    let mut paths = Vec::new();
+    let mut specs = Vec::new();
+    for (i, p) in config.paths.iter().enumerate() {
+        let remote = resolve(&p.remote())?;
+        let local = SocketAddr::new(p.bind.unwrap_or_else(|| unspecified_for(&remote)), 0);
+        let mut sock = bind_udp(local, p.dev.as_deref(), None).map_err(io_err(format!(
+            "cannot open a socket for path {}",
+            p.display_name()
+        )))?;
+        sock.connect(remote)
+            .map_err(io_err(format!("cannot connect path socket to {remote}")))?;
+        poll.registry()
+            .register(&mut sock, Token(PATH_BASE + i), Interest::READABLE)
+            .map_err(io_err("cannot register"))?;
+        info!("path {} -> {remote}", p.display_name());
+        paths.push(sock);
+        specs.push(PathSpec {
+            name: p.display_name(),
+            remote: remote.to_string(),
+        });
+    }
+    let endpoint = Client::new(
+        config.params.clone(),
+        config.mode,
+        specs,
+        setup.seed,
+        setup.now,
+    );
+    info!(
+        "mpclient listening on {local_addr} with {} paths, epoch {:016x}",
+        paths.len(),
+        endpoint.epoch()
+    );
+    Ok(Driver {
+        poll,
+        endpoint,
+        sockets: ClientSockets { apps, paths },
+        local_addr,
+        scratch: Scratch::default(),
+    })
+}
+
+impl Sockets<Client> for ClientSockets {
+    fn service(
+        &mut self,
+        token: Token,
+        e: &mut Client,
+        scratch: &mut Scratch,
+        _: &Registry,
+    ) -> bool {
+        let Scratch { buf, send_err_log } = scratch;
         if token == LISTEN {
-            self.drain_listen()
+            let Apps::Udp(sock) = &self.apps else {
+                return false;
+            };
+            drain(sock, buf, &"listen socket", |data, from| {
+                e.handle_local(Instant::now(), from, data);
+                flush_to(&self.paths, &self.apps, e, send_err_log);
+            })
         } else {
-            self.drain_path(token.0 - PATH_BASE)
+            let i = token.0 - PATH_BASE;
+            let Some(sock) = self.paths.get(i) else {
+                return false;
+            };
+            drain(sock, buf, &format_args!("path socket {i}"), |data, _| {
+                e.handle_datagram(Instant::now(), i, data);
+                flush_to(&self.paths, &self.apps, e, send_err_log);
+            })
         }
     }
 
-    fn drain_inproc(&mut self) {
-        ClientDriver::drain_inproc(self)
+    fn on_wake(&mut self, e: &mut Client, log: &mut RateLimit, _: &Registry) {
+        if let Apps::InProcess(q) = &self.apps {
+            for (_, data) in q.take_outgoing() {
+                e.handle_local(Instant::now(), IN_PROCESS_APP, &data);
+                flush_to(&self.paths, &self.apps, e, log);
+            }
+        }
     }
 
-    fn deadline(&self) -> Option<Instant> {
-        self.endpoint.poll_timeout()
+    fn flush(&mut self, e: &mut Client, log: &mut RateLimit, _: &Registry) {
+        flush_to(&self.paths, &self.apps, e, log);
     }
+}
 
-    fn on_timeout(&mut self, now: Instant) {
-        self.endpoint.handle_timeout(now);
-        self.flush();
-    }
-
-    fn stats(&self, now: Instant) -> Stats {
-        self.endpoint.stats(now)
-    }
-
-    fn shutdown(&mut self) {
-        self.endpoint.close();
-        self.flush();
-    }
+/// Everything the endpoint produced, onto the paths and to the apps.
+fn flush_to(paths: &[UdpSocket], apps: &Apps, e: &mut Client, log: &mut RateLimit) {
+    flush(
+        e,
+        log,
+        |_, _| {},
+        |dest, data| {
+            let mut failed = Failures::default();
+            match *dest {
+                ClientDest::Paths(mask) => {
+                    for (i, sock) in paths.iter().enumerate() {
+                        if mask & (1 << i) != 0 {
+                            failed.note(sock.send(data), &format_args!("path {i}"));
+                        }
+                    }
+                }
+                ClientDest::App(app) => apps.deliver(app, data, &mut failed),
+            }
+            failed
+        },
+    );
 }

@@ -9,12 +9,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{Error, Tunnel, TunnelHandle};
+use super::{Error, Local, RunningTunnel, Tunnel, TunnelHandle};
 use crate::config::{Config, Role};
 use crate::protocol::stats::Stats;
 
@@ -46,7 +45,7 @@ struct Incoming {
 /// datagram waits (or once closed).
 pub(crate) struct Inproc {
     /// Application → loop: (peer session id, or 0 on the client side; datagram).
-    pub(crate) outgoing: Mutex<VecDeque<(u64, Vec<u8>)>>,
+    outgoing: Mutex<VecDeque<(u64, Vec<u8>)>>,
     incoming: Mutex<Incoming>,
     arrived: Condvar,
     closed: AtomicBool,
@@ -140,6 +139,11 @@ impl Inproc {
             dropped: AtomicU64::new(0),
             notify: Notify::new()?,
         }))
+    }
+
+    /// Called by the loop: everything the application queued, oldest first.
+    pub(crate) fn take_outgoing(&self) -> VecDeque<(u64, Vec<u8>)> {
+        std::mem::take(&mut *self.outgoing.lock())
     }
 
     /// Called by the loop: a datagram for the application.
@@ -258,51 +262,47 @@ impl Inproc {
     }
 }
 
-/// Shared part of socket and listener: the loop thread and its queues.
+/// Shared part of socket and listener: the running endpoint and its queues.
 struct Runner {
-    handle: TunnelHandle,
+    running: RunningTunnel,
     max_datagram: usize,
     inproc: Arc<Inproc>,
-    thread: Mutex<Option<JoinHandle<Result<(), Error>>>>,
 }
 
 impl Runner {
     fn start(config: &Config) -> Result<Runner, Error> {
         let inproc =
             Inproc::new().map_err(|e| Error::Io("cannot create notification pipe".into(), e))?;
-        let tunnel = Tunnel::new_inproc(config, Arc::clone(&inproc))?;
+        let tunnel = Tunnel::build(config, Local::InProcess(Arc::clone(&inproc)))?;
         let max_datagram =
             crate::protocol::crypto::Codec::new(config.params.key.as_ref()).max_payload();
-        let (handle, thread) = tunnel.spawn()?;
         Ok(Runner {
-            handle,
+            running: tunnel.start()?,
             max_datagram,
             inproc,
-            thread: Mutex::new(Some(thread)),
         })
+    }
+
+    fn handle(&self) -> &TunnelHandle {
+        self.running.handle()
     }
 
     fn send(&self, peer: u64, data: &[u8]) -> io::Result<()> {
         if self.inproc.push_outgoing(peer, data)? {
-            self.handle.wake();
+            self.handle().wake();
         }
         Ok(())
     }
 
+    /// Wakes blocked receivers, stops the endpoint (CLOSE to its peers) and waits for it,
+    /// unless called on the loop's own thread (a log callback), where it only asks.
     fn close(&self) {
         self.inproc.close();
-        self.handle.stop();
-        // Not joined under the lock: a log callback on the loop thread may close too.
-        let thread = self.thread.lock().take();
-        if let Some(t) = thread {
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
-            }
-        }
+        let _ = self.running.stop();
     }
 
     fn stats(&self) -> Stats {
-        let mut s = self.handle.stats();
+        let mut s = self.handle().stats();
         s.totals.app_queue_drops = self.inproc.dropped.load(Ordering::Relaxed);
         s
     }
@@ -401,7 +401,7 @@ impl MultipathListener {
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.runner.handle.local_addr()
+        self.runner.handle().local_addr()
     }
 
     /// Next datagram and the peer (session id) it came from.

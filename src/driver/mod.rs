@@ -7,7 +7,10 @@
 mod client;
 mod event_loop;
 mod inproc;
+mod lifecycle;
 pub mod net;
+mod pump;
+pub mod resolve;
 mod server;
 
 use std::fmt;
@@ -15,19 +18,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::{Config, ConfigError, Role};
 use crate::protocol::stats::Stats;
-use crate::protocol::RateLimit;
 pub use inproc::{MultipathListener, MultipathSocket, NotifyFd, RecvInto};
+pub use lifecycle::{RunningTunnel, SharedTunnel};
 
 const WAKER: mio::Token = mio::Token(usize::MAX - 1);
-/// How often the loop publishes a stats snapshot for other threads.
-const STATS_EVERY: Duration = Duration::from_millis(200);
 
 /// Why a tunnel could not start or stopped with an error.
 #[derive(Debug)]
@@ -36,6 +36,12 @@ pub enum Error {
     Config(ConfigError),
     /// An OS call failed; the string says what was being done.
     Io(String, io::Error),
+    /// The call does not fit the tunnel's state (starting it twice).
+    State(&'static str),
+    /// The tunnel was stopped; it cannot run again.
+    Closed,
+    /// The loop panicked (a bug; please report it).
+    Panicked,
 }
 
 impl fmt::Display for Error {
@@ -43,6 +49,9 @@ impl fmt::Display for Error {
         match self {
             Error::Config(e) => write!(f, "{e}"),
             Error::Io(what, e) => write!(f, "{what}: {e}"),
+            Error::State(what) => write!(f, "{what}"),
+            Error::Closed => write!(f, "the tunnel was stopped; create a new one to run again"),
+            Error::Panicked => write!(f, "the tunnel loop panicked (please report this)"),
         }
     }
 }
@@ -52,6 +61,7 @@ impl std::error::Error for Error {
         match self {
             Error::Config(e) => Some(e),
             Error::Io(_, e) => Some(e),
+            Error::State(_) | Error::Closed | Error::Panicked => None,
         }
     }
 }
@@ -185,37 +195,77 @@ fn random_seed() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// What an endpoint's local side is: its applications (client) or target (server).
+pub(crate) enum Local {
+    /// UDP: the client's listen socket for apps, the server's sockets towards its target.
+    Network,
+    /// Queues to a program in this process (a socket or a listener).
+    InProcess(Arc<inproc::Inproc>),
+}
+
+/// What a driver is built from.
+pub(crate) struct Setup<'a> {
+    config: &'a Config,
+    poll: mio::Poll,
+    /// Seeds the endpoint's epoch and ids.
+    seed: u64,
+    now: Instant,
+    local: Local,
+}
+
+/// Binds the endpoint's listen socket (apps for a client, bridges for a server).
+fn bind_listen(
+    config: &Config,
+    poll: &mio::Poll,
+    token: mio::Token,
+) -> Result<(mio::net::UdpSocket, SocketAddr), Error> {
+    let addr = resolve::resolve(config.listen.as_deref().unwrap_or("0.0.0.0:0"))?;
+    let mut sock =
+        net::bind_udp(addr, None, None).map_err(io_err(format!("cannot listen on {addr}")))?;
+    let local = sock
+        .local_addr()
+        .map_err(io_err("cannot read listen address"))?;
+    poll.registry()
+        .register(&mut sock, token, mio::Interest::READABLE)
+        .map_err(io_err("cannot register"))?;
+    Ok((sock, local))
+}
+
 impl Tunnel {
     /// Validates the config, resolves addresses and binds every socket. Errors here are the
     /// user's to fix (bad address, port in use, unknown host).
     pub fn new(config: &Config) -> Result<Tunnel, Error> {
-        config.validate()?;
-        Self::build(config, None)
+        Self::build(config, Local::Network)
     }
 
-    /// A tunnel whose local side is an in-process queue instead of a UDP socket/target.
-    pub(crate) fn new_inproc(config: &Config, local: Arc<inproc::Inproc>) -> Result<Tunnel, Error> {
-        config.validate_inproc()?;
-        Self::build(config, Some(local))
-    }
-
-    fn build(config: &Config, local: Option<Arc<inproc::Inproc>>) -> Result<Tunnel, Error> {
+    /// A tunnel whose local side is `local`: UDP sockets, or in-process queues.
+    pub(crate) fn build(config: &Config, local: Local) -> Result<Tunnel, Error> {
+        config.validate_for(matches!(local, Local::Network))?;
+        let inproc = match &local {
+            Local::InProcess(q) => Some(Arc::clone(q)),
+            Local::Network => None,
+        };
         let poll = mio::Poll::new().map_err(io_err("cannot create poller"))?;
         let waker =
             mio::Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create waker"))?;
         let now = Instant::now();
         let seed = random_seed();
+        let setup = Setup {
+            config,
+            poll,
+            seed,
+            now,
+            local,
+        };
         let (endpoint, local_addr, stats) = match config.role {
             Role::Client => {
-                let d = client::ClientDriver::new(config, poll, seed, now, local.clone())?;
-                let addr = d.local_addr();
-                let stats = d.stats(now);
+                let d = client::build(setup)?;
+                let (addr, stats) = (d.local_addr, d.stats(now));
                 (Endpoint::Client(Box::new(d)), addr, stats)
             }
             Role::Server => {
-                let d = server::ServerDriver::new(config, poll, seed, now, local.clone())?;
-                let addr = d.local_addr();
-                let stats = d.stats(now);
+                let d = server::build(setup)?;
+                let (addr, stats) = (d.local_addr, d.stats(now));
                 (Endpoint::Server(Box::new(d)), addr, stats)
             }
         };
@@ -231,7 +281,7 @@ impl Tunnel {
         Ok(Tunnel {
             endpoint,
             handle: TunnelHandle { shared },
-            inproc: local,
+            inproc,
         })
     }
 
@@ -255,13 +305,13 @@ impl Tunnel {
             inproc: self.inproc,
         };
         match self.endpoint {
-            Endpoint::Client(d) => d.run(&shared),
-            Endpoint::Server(d) => d.run(&shared),
+            Endpoint::Client(mut d) => event_loop::run(&mut *d, &shared),
+            Endpoint::Server(mut d) => event_loop::run(&mut *d, &shared),
         }
     }
 
-    /// Runs the loop on a new thread; returns the handle and the thread's join handle.
-    pub fn spawn(self) -> Result<(TunnelHandle, JoinHandle<Result<(), Error>>), Error> {
+    /// Runs the loop on a thread of its own; the returned tunnel stops it (or waits for it).
+    pub fn start(self) -> Result<RunningTunnel, Error> {
         let handle = self.handle();
         handle.shared.running.store(true, Ordering::SeqCst);
         let name = match self.endpoint {
@@ -278,7 +328,7 @@ impl Tunnel {
                 handle.shared.running.store(false, Ordering::SeqCst);
                 Error::Io("cannot start tunnel thread".into(), e)
             })?;
-        Ok((handle, join))
+        Ok(RunningTunnel::new(handle, join))
     }
 }
 
@@ -299,11 +349,3 @@ impl Drop for Finish {
         }
     }
 }
-
-/// Poll timeout until `deadline` (None = no deadline), never negative.
-fn timeout_until(deadline: Option<Instant>, now: Instant) -> Option<Duration> {
-    deadline.map(|d| d.saturating_duration_since(now))
-}
-
-/// How many datagrams one socket may deliver in a row before others get a turn.
-const DRAIN_BUDGET: usize = 64;

@@ -1,5 +1,6 @@
-//! mio loop around the server endpoint: one socket for bridges, one connected socket per
-//! session towards the target (so the target sees one source port per client flow).
+//! The server endpoint on sockets: one socket for the bridges, and the target's side: a
+//! connected socket per session towards the target (so the target sees one source port per
+//! client flow), or an in-process queue.
 
 use std::collections::HashMap;
 use std::io;
@@ -7,17 +8,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
-use mio::{Interest, Poll, Token};
+use log::{info, warn};
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
 
-use super::event_loop::{self, Driver};
+use super::event_loop::{Driver, Sockets};
 use super::inproc::Inproc;
-use super::net::{bind_udp, is_transient, raise_nofile_limit, unspecified_for};
-use super::{io_err, Error, RateLimit, Shared, DRAIN_BUDGET};
-use crate::config::{resolve, Config};
-use crate::protocol::server::{Server, SessionEvent};
-use crate::protocol::stats::Stats;
-use crate::protocol::transmit::Dest;
+use super::net::{bind_udp, raise_nofile_limit, unspecified_for};
+use super::pump::{drain, flush, Failures, Scratch};
+use super::resolve::resolve;
+use super::{bind_listen, Error, Local, Setup};
+use crate::protocol::endpoint::Endpoint as _;
+use crate::protocol::event::Event;
+use crate::protocol::server::Server;
+use crate::protocol::transmit::ServerDest;
+use crate::protocol::RateLimit;
 
 const LISTEN: Token = Token(0);
 const SESSION_BASE: usize = 1;
@@ -26,141 +31,17 @@ const FD_RESERVE: u64 = 64;
 /// Session sockets carry one flow each: smaller buffers than the shared sockets.
 const SESSION_BUFFER: usize = 1 << 20;
 
-pub(super) struct ServerDriver {
-    poll: Poll,
-    listen: mio::net::UdpSocket,
-    local_addr: SocketAddr,
+/// One socket per session towards the target, in slots that tokens index.
+struct SessionSockets {
     target: SocketAddr,
-    slots: Vec<Option<(u64, mio::net::UdpSocket)>>,
+    slots: Vec<Option<(u64, UdpSocket)>>,
     free: Vec<usize>,
     by_id: HashMap<u64, usize>,
-    endpoint: Server,
-    /// In-process listener: sessions deliver here instead of to target sockets.
-    inproc: Option<Arc<Inproc>>,
-    buf: Vec<u8>,
     open_err_log: RateLimit,
 }
 
-impl ServerDriver {
-    pub(super) fn new(
-        config: &Config,
-        poll: Poll,
-        seed: u64,
-        now: Instant,
-        inproc: Option<Arc<Inproc>>,
-    ) -> Result<Self, Error> {
-        let listen_s = config.listen.as_deref().unwrap_or("0.0.0.0:0");
-        let listen_addr = resolve(listen_s)?;
-        let target = match (&inproc, config.target.as_deref()) {
-            (None, Some(t)) => resolve(t)?,
-            // An in-process listener has no target; the address is never used.
-            _ => SocketAddr::from(([127, 0, 0, 1], 9)),
-        };
-        let mut listen = bind_udp(listen_addr, None, None)
-            .map_err(io_err(format!("cannot listen on {listen_addr}")))?;
-        let local_addr = listen
-            .local_addr()
-            .map_err(io_err("cannot read listen address"))?;
-        poll.registry()
-            .register(&mut listen, LISTEN, Interest::READABLE)
-            .map_err(io_err("cannot register"))?;
-        let mut params = config.params.clone();
-        let nofile = raise_nofile_limit();
-        let allowed = nofile.saturating_sub(FD_RESERVE).max(1) as usize;
-        if params.max_sessions > allowed {
-            warn!(
-                "max-sessions {} is above what the open-file limit ({nofile}) allows; using {allowed}",
-                params.max_sessions
-            );
-            params.max_sessions = allowed;
-        }
-        let endpoint = Server::new(params, seed, now);
-        info!(
-            "mpserver listening on {local_addr}, forwarding to {target}, epoch {:016x}",
-            endpoint.epoch()
-        );
-        Ok(ServerDriver {
-            poll,
-            listen,
-            local_addr,
-            target,
-            slots: Vec::new(),
-            free: Vec::new(),
-            by_id: HashMap::new(),
-            endpoint,
-            inproc,
-            buf: vec![0u8; 65_536],
-            open_err_log: RateLimit::default(),
-        })
-    }
-
-    pub(super) fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    pub(super) fn stats(&self, now: Instant) -> Stats {
-        self.endpoint.stats(now)
-    }
-
-    pub(super) fn run(mut self, shared: &Shared) -> Result<(), Error> {
-        event_loop::run(&mut self, shared)
-    }
-
-    /// Takes what an in-process application queued for its peers.
-    fn drain_inproc(&mut self) {
-        let Some(inproc) = &self.inproc else { return };
-        let batch = std::mem::take(&mut *inproc.outgoing.lock());
-        for (peer, data) in batch {
-            self.endpoint.handle_target(Instant::now(), peer, &data);
-            self.flush();
-        }
-    }
-
-    fn drain_listen(&mut self) -> bool {
-        for _ in 0..DRAIN_BUDGET {
-            match self.listen.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    self.endpoint
-                        .handle_datagram(Instant::now(), from, &self.buf[..n]);
-                    self.flush();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => {
-                    warn!("listen socket: {e}");
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    fn drain_session(&mut self, slot: usize) -> bool {
-        for _ in 0..DRAIN_BUDGET {
-            let Some(Some((id, sock))) = self.slots.get(slot) else {
-                return false;
-            };
-            let id = *id;
-            match sock.recv(&mut self.buf) {
-                Ok(n) => {
-                    self.endpoint
-                        .handle_target(Instant::now(), id, &self.buf[..n]);
-                    self.flush();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                // The target is down (ICMP port unreachable): keep the session, count nothing
-                // here; sends to it are counted as send errors.
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => {
-                    warn!("session socket: {e}");
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    fn open_session(&mut self, id: u64) -> io::Result<()> {
+impl SessionSockets {
+    fn open(&mut self, registry: &Registry, id: u64) -> io::Result<()> {
         let local = SocketAddr::new(unspecified_for(&self.target), 0);
         let mut sock = bind_udp(local, None, Some(SESSION_BUFFER))?;
         sock.connect(self.target)?;
@@ -171,120 +52,212 @@ impl ServerDriver {
                 self.slots.len() - 1
             }
         };
-        self.poll
-            .registry()
-            .register(&mut sock, Token(SESSION_BASE + slot), Interest::READABLE)?;
+        registry.register(&mut sock, Token(SESSION_BASE + slot), Interest::READABLE)?;
         self.slots[slot] = Some((id, sock));
         self.by_id.insert(id, slot);
         Ok(())
     }
 
-    fn close_session(&mut self, id: u64) {
+    fn close(&mut self, registry: &Registry, id: u64) {
         if let Some(slot) = self.by_id.remove(&id) {
             if let Some((_, mut sock)) = self.slots[slot].take() {
-                let _ = self.poll.registry().deregister(&mut sock);
+                let _ = registry.deregister(&mut sock);
             }
             self.free.push(slot);
         }
     }
 
-    fn flush(&mut self) {
-        // Events first: a new session's socket must exist before its first datagram. (A
-        // session dropped here queues its Closed event, which this same loop then takes.)
-        while let Some(ev) = self.endpoint.poll_event() {
-            match ev {
-                SessionEvent::Opened(_) | SessionEvent::Closed(_) if self.inproc.is_some() => {}
-                SessionEvent::Opened(id) => {
-                    if let Err(e) = self.open_session(id) {
-                        if self
-                            .open_err_log
-                            .ready(Instant::now(), Duration::from_secs(10))
-                        {
-                            warn!(
-                                "cannot open a socket to {} for a new session: {e}",
-                                self.target
-                            );
-                        }
-                        self.endpoint.drop_session(id);
-                    }
-                }
-                SessionEvent::Closed(id) => self.close_session(id),
-            }
-        }
-        while let Some(t) = self.endpoint.poll_transmit() {
-            let mut errors = 0u64;
-            match t.dest {
-                Dest::Addrs(set) => {
-                    for addr in set.as_slice() {
-                        if let Err(e) = self.listen.send_to(&t.data, *addr) {
-                            errors += 1;
-                            debug!("send to bridge {addr} failed: {e}");
-                        }
-                    }
-                }
-                Dest::Session(id) if self.inproc.is_some() => {
-                    if let Some(inproc) = &self.inproc {
-                        inproc.deliver(id, &t.data);
-                    }
-                }
-                Dest::Session(id) => {
-                    let sock = self
-                        .by_id
-                        .get(&id)
-                        .and_then(|&s| self.slots[s].as_ref())
-                        .map(|(_, s)| s);
-                    match sock {
-                        Some(sock) => {
-                            if let Err(e) = sock.send(&t.data) {
-                                errors += 1;
-                                debug!("send to target {} failed: {e}", self.target);
-                            }
-                        }
-                        None => errors += 1,
-                    }
-                }
-                Dest::Paths(_) | Dest::Local(_) => {}
-            }
-            if errors > 0 {
-                self.endpoint.count_send_errors(errors);
-            }
-            self.endpoint.recycle(t.data);
+    fn send(&self, id: u64, data: &[u8], failed: &mut Failures) {
+        match self.by_id.get(&id).and_then(|&s| self.slots[s].as_ref()) {
+            Some((_, sock)) => failed.note(sock.send(data), &self.target),
+            None => failed.missing(format!("no socket to the target for session {id:016x}")),
         }
     }
 }
 
-impl Driver for ServerDriver {
-    fn poller(&mut self) -> &mut Poll {
-        &mut self.poll
-    }
+/// Where sessions are delivered.
+enum Target {
+    /// A UDP service, one socket per session.
+    Udp(SessionSockets),
+    /// A program in this process, through queues; the session id tells the peers apart.
+    InProcess(Arc<Inproc>),
+}
 
-    fn service(&mut self, token: Token) -> bool {
-        if token == LISTEN {
-            self.drain_listen()
-        } else {
-            self.drain_session(token.0 - SESSION_BASE)
+impl Target {
+    /// Follows the endpoint's session events: open and close target sockets.
+    fn on_event(&mut self, registry: &Registry, server: &mut Server, ev: &Event) {
+        let Target::Udp(socks) = self else {
+            return;
+        };
+        match *ev {
+            Event::SessionOpened { session } => {
+                if let Err(e) = socks.open(registry, session) {
+                    if socks
+                        .open_err_log
+                        .ready(Instant::now(), Duration::from_secs(10))
+                    {
+                        warn!(
+                            "cannot open a socket to {} for a new session: {e}",
+                            socks.target
+                        );
+                    }
+                    server.drop_session(session);
+                }
+            }
+            Event::SessionClosed { session, .. } => socks.close(registry, session),
+            Event::Path(_) | Event::PeerRestarted { .. } => {}
         }
     }
 
-    fn drain_inproc(&mut self) {
-        ServerDriver::drain_inproc(self)
+    fn deliver(&self, session: u64, data: &[u8], failed: &mut Failures) {
+        match self {
+            Target::Udp(socks) => socks.send(session, data, failed),
+            Target::InProcess(q) => q.deliver(session, data),
+        }
+    }
+}
+
+/// The server's sockets: one for the bridges, and the target's side.
+pub(super) struct ServerSockets {
+    listen: UdpSocket,
+    target: Target,
+}
+
+/// The server endpoint on its sockets.
+pub(super) type ServerDriver = Driver<Server, ServerSockets>;
+
+/// Binds the bridges' socket and prepares the target's side.
+pub(super) fn build(setup: Setup) -> Result<ServerDriver, Error> {
+    let config = setup.config;
+    let poll = setup.poll;
+    let (listen, local_addr) = bind_listen(config, &poll, LISTEN)?;
+    let mut params = config.params.clone();
+    let (target, shown) = match setup.local {
+        Local::InProcess(q) => (Target::InProcess(q), "this process".to_string()),
+        Local::Network => {
+            let addr = resolve(config.target.as_deref().unwrap_or_default())?;
+            // Each session holds a socket: stay within the open-file limit.
+            let nofile = raise_nofile_limit();
+            let allowed = nofile.saturating_sub(FD_RESERVE).max(1) as usize;
+            if params.max_sessions > allowed {
+                warn!(
+                    "max-sessions {} is above what the open-file limit ({nofile}) allows; using {allowed}",
+                    params.max_sessions
+                );
+                params.max_sessions = allowed;
+            }
+            let socks = SessionSockets {
+                target: addr,
+                slots: Vec::new(),
+                free: Vec::new(),
+                by_id: HashMap::new(),
+                open_err_log: RateLimit::default(),
+            };
+            (Target::Udp(socks), addr.to_string())
+        }
+    };
+    let endpoint = Server::new(params, setup.seed, setup.now);
+    info!(
+        "mpserver listening on {local_addr}, forwarding to {shown}, epoch {:016x}",
+        endpoint.epoch()
+    );
+    Ok(Driver {
+        poll,
+        endpoint,
+        sockets: ServerSockets { listen, target },
+        local_addr,
+        scratch: Scratch::default(),
+    })
+}
+
+impl ServerSockets {
+    /// Everything the endpoint produced: session sockets opened and closed first, then the
+    /// packets onto the bridges and the datagrams to the target.
+    fn flush_to(
+        listen: &UdpSocket,
+        target: &mut Target,
+        e: &mut Server,
+        log: &mut RateLimit,
+        reg: &Registry,
+    ) {
+        // The event handler changes the target side, the sender reads it: they take turns.
+        let target = std::cell::RefCell::new(target);
+        flush(
+            e,
+            log,
+            |server, ev| target.borrow_mut().on_event(reg, server, ev),
+            |dest, data| {
+                let mut failed = Failures::default();
+                match *dest {
+                    ServerDest::Bridges(set) => {
+                        for addr in set.as_slice() {
+                            failed.note(listen.send_to(data, *addr), addr);
+                        }
+                    }
+                    ServerDest::Target(id) => target.borrow().deliver(id, data, &mut failed),
+                }
+                failed
+            },
+        );
+    }
+}
+
+impl Sockets<Server> for ServerSockets {
+    fn service(
+        &mut self,
+        token: Token,
+        e: &mut Server,
+        scratch: &mut Scratch,
+        reg: &Registry,
+    ) -> bool {
+        let Scratch {
+            buf,
+            send_err_log: log,
+        } = scratch;
+        let ServerSockets { listen, target } = self;
+        if token == LISTEN {
+            return drain(listen, buf, &"listen socket", |data, from| {
+                e.handle_datagram(Instant::now(), from, data);
+                Self::flush_to(listen, target, e, log, reg);
+            });
+        }
+        let slot = token.0 - SESSION_BASE;
+        // The socket leaves its slot while it is drained, since flushing may open and close
+        // other sessions' sockets.
+        let Target::Udp(socks) = target else {
+            return false;
+        };
+        let Some((id, sock)) = socks.slots.get_mut(slot).and_then(Option::take) else {
+            return false;
+        };
+        let more = drain(&sock, buf, &"session socket", |data, _| {
+            e.handle_target(Instant::now(), id, data);
+            Self::flush_to(listen, target, e, log, reg);
+        });
+        match target {
+            Target::Udp(socks) if socks.by_id.get(&id) == Some(&slot) => {
+                socks.slots[slot] = Some((id, sock));
+                more
+            }
+            // The session ended meanwhile.
+            _ => {
+                let mut sock = sock;
+                let _ = reg.deregister(&mut sock);
+                false
+            }
+        }
     }
 
-    fn deadline(&self) -> Option<Instant> {
-        self.endpoint.poll_timeout()
+    fn on_wake(&mut self, e: &mut Server, log: &mut RateLimit, reg: &Registry) {
+        if let Target::InProcess(q) = &self.target {
+            for (peer, data) in q.take_outgoing() {
+                e.handle_target(Instant::now(), peer, &data);
+                Self::flush_to(&self.listen, &mut self.target, e, log, reg);
+            }
+        }
     }
 
-    fn on_timeout(&mut self, now: Instant) {
-        self.endpoint.handle_timeout(now);
-        self.flush();
-    }
-
-    fn stats(&self, now: Instant) -> Stats {
-        self.endpoint.stats(now)
-    }
-
-    fn shutdown(&mut self) {
-        self.endpoint.close(Instant::now());
-        self.flush();
+    fn flush(&mut self, e: &mut Server, log: &mut RateLimit, reg: &Registry) {
+        Self::flush_to(&self.listen, &mut self.target, e, log, reg);
     }
 }

@@ -3,8 +3,9 @@
 //! answers a CHALLENGE, proving it holds the key now under that epoch. Packets that arrive
 //! meanwhile wait in a small queue and are released when the answer comes.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use super::packet::{Challenge, Response};
 
 /// Most packets held per pending epoch.
 pub const HOLD_MAX: usize = 128;
@@ -15,42 +16,57 @@ pub const CHALLENGE_TRIES: u32 = 20;
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 const HISTORY: usize = 256;
 
-/// A peer epoch waiting for its challenge to be answered.
+/// A peer epoch waiting for its challenge to be answered. `O` says where a packet came from:
+/// a path index on the client, a bridge address on the server.
 #[derive(Debug)]
-pub struct Pending {
+pub struct Pending<O> {
     /// The epoch being checked.
     pub epoch: u64,
     /// The random value the response must echo.
     pub nonce: u128,
     /// Authenticated packets waiting: (sequence, payload, where it came from).
-    pub held: Vec<(u64, Vec<u8>, SocketAddr)>,
+    pub held: Vec<(u64, Vec<u8>, O)>,
     /// When to send the challenge again.
     pub next_try: Instant,
     /// Challenges sent so far.
     pub tries: u32,
-    /// Addresses the packets came from (the challenge goes to each).
-    pub addrs: Vec<SocketAddr>,
+    /// Where packets of this epoch came from (a server challenges each).
+    pub origins: Vec<O>,
 }
 
-impl Pending {
+/// What to do about a pending challenge when its timer comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Not due yet.
+    Wait,
+    /// Send the challenge again (counted as a try).
+    Resend,
+    /// Too many tries: give up, dropping what is held.
+    GiveUp,
+}
+
+/// Most origins noted per pending epoch (a server challenges each of them).
+const ORIGINS_MAX: usize = 8;
+
+impl<O: Copy + PartialEq> Pending<O> {
     /// A new pending epoch; the caller sends the first challenge now.
-    pub fn new(epoch: u64, nonce: u128, now: Instant) -> Pending {
+    pub fn new(epoch: u64, nonce: u128, now: Instant) -> Pending<O> {
         Pending {
             epoch,
             nonce,
             held: Vec::new(),
             next_try: now + CHALLENGE_RETRY,
             tries: 1,
-            addrs: Vec::new(),
+            origins: Vec::new(),
         }
     }
 
-    /// Notes an address packets of this epoch came from; true if it is new (challenge it).
-    pub fn note_addr(&mut self, a: SocketAddr) -> bool {
-        if self.addrs.contains(&a) || self.addrs.len() >= 8 {
+    /// Notes an origin packets of this epoch came from; true if it is new (challenge it).
+    pub fn note_origin(&mut self, o: O) -> bool {
+        if self.origins.contains(&o) || self.origins.len() >= ORIGINS_MAX {
             return false;
         }
-        self.addrs.push(a);
+        self.origins.push(o);
         true
     }
 
@@ -60,12 +76,42 @@ impl Pending {
     }
 
     /// Holds a packet; false (dropped) when the queue is full.
-    pub fn hold(&mut self, seq: u64, payload: &[u8], from: SocketAddr) -> bool {
+    pub fn hold(&mut self, seq: u64, payload: &[u8], from: O) -> bool {
         if self.held.len() >= HOLD_MAX {
             return false;
         }
         self.held.push((seq, payload.to_vec(), from));
         true
+    }
+
+    /// The challenge for `session` under this pending epoch; `uptime_us` is the challenger's.
+    pub fn challenge(&self, session: u64, uptime_us: u64) -> Challenge {
+        Challenge {
+            session,
+            epoch: self.epoch,
+            nonce: self.nonce,
+            uptime_us,
+        }
+    }
+
+    /// True when `r` (in a packet from peer epoch `from_epoch`) answers this challenge.
+    pub fn answered_by(&self, r: &Response, from_epoch: u64) -> bool {
+        self.nonce == r.challenge.nonce
+            && self.epoch == r.challenge.epoch
+            && from_epoch == self.epoch
+    }
+
+    /// Whether the challenge is due again at `now`; a `Resend` counts as a try.
+    pub fn poll_retry(&mut self, now: Instant) -> Retry {
+        if now < self.next_try {
+            return Retry::Wait;
+        }
+        if self.tries >= CHALLENGE_TRIES {
+            return Retry::GiveUp;
+        }
+        self.tries += 1;
+        self.next_try = now + CHALLENGE_RETRY;
+        Retry::Resend
     }
 }
 
@@ -140,7 +186,7 @@ mod tests {
 
     #[test]
     fn hold_is_bounded_and_dedups() {
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let a = 7usize;
         let mut p = Pending::new(1, 2, Instant::now());
         for s in 0..HOLD_MAX as u64 {
             assert!(p.hold(s, b"x", a));
@@ -148,5 +194,19 @@ mod tests {
         assert!(!p.hold(999, b"x", a));
         assert!(p.holds(3));
         assert!(!p.holds(999));
+    }
+
+    #[test]
+    fn retries_then_gives_up() {
+        let t0 = Instant::now();
+        let mut p: Pending<usize> = Pending::new(1, 2, t0);
+        assert_eq!(p.poll_retry(t0), Retry::Wait);
+        let mut t = t0;
+        for _ in 1..CHALLENGE_TRIES {
+            t += CHALLENGE_RETRY;
+            assert_eq!(p.poll_retry(t), Retry::Resend);
+        }
+        assert_eq!(p.poll_retry(t + CHALLENGE_RETRY), Retry::GiveUp);
+        assert_eq!(p.challenge(9, 5).nonce, 2);
     }
 }

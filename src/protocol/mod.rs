@@ -3,6 +3,8 @@
 
 pub mod client;
 pub mod crypto;
+pub mod endpoint;
+pub mod event;
 pub mod fresh;
 pub mod packet;
 pub mod params;
@@ -11,7 +13,9 @@ pub mod peer;
 pub mod rng;
 pub mod scheduler;
 pub mod server;
+pub mod session;
 pub mod stats;
+pub mod timer;
 pub mod transmit;
 pub mod window;
 

@@ -346,6 +346,24 @@ impl Response {
 
 #[cfg(test)]
 mod tests {
+    /// docs/PROTOCOL.md's table of types gives each control payload's length: the code's.
+    #[test]
+    fn documented_payload_lengths_match() {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        for (name, len) in [
+            ("PROBE", PROBE_LEN),
+            ("PROBE_ACK", PROBE_ACK_LEN),
+            ("CHALLENGE", CHALLENGE_LEN),
+            ("RESPONSE", RESPONSE_LEN),
+        ] {
+            let row = doc
+                .lines()
+                .find(|l| l.split('|').nth(2).map(str::trim) == Some(name))
+                .unwrap_or_else(|| panic!("no row for {name}"));
+            assert!(row.contains(&format!("({len} bytes")), "{name}: {row}");
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 

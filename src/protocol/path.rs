@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::event::{PathChange, PathReason};
 use super::packet::ProbeAck;
 use super::params::Params;
 use super::peer::{PeerReject, PeerWindows};
@@ -142,17 +143,24 @@ impl ClientPath {
         &self.name
     }
 
-    /// The remote address, as shown in stats.
-    pub fn remote(&self) -> &str {
-        &self.remote
-    }
-
-    /// Milliseconds since anything arrived (since the path was created, if nothing ever did),
-    /// as of the last state check.
-    pub fn silent_ms(&self) -> u64 {
-        self.down_at
-            .saturating_duration_since(self.last_rx.unwrap_or(self.created))
-            .as_millis() as u64
+    /// The event for this path (index `index`) having changed from `from` for `reason`.
+    pub fn change(&self, index: usize, from: PathState, reason: PathReason) -> PathChange {
+        let (loss_out, loss_in) = self.loss();
+        PathChange {
+            path: index,
+            name: self.name.clone(),
+            remote: self.remote.clone(),
+            from,
+            to: self.state,
+            reason,
+            // How long it had been silent when it last went down.
+            silent_ms: self
+                .down_at
+                .saturating_duration_since(self.last_rx.unwrap_or(self.created))
+                .as_millis() as u64,
+            loss_out,
+            loss_in,
+        }
     }
 
     /// Updates the remote shown in stats (after re-resolution).

@@ -46,6 +46,8 @@ pub struct Counters {
     pub send_errors: u64,
     /// Times a peer came back with a new epoch (restart).
     pub peer_restarts: u64,
+    /// Times a path changed state (up, lossy, down); each is logged as an event.
+    pub path_changes: u64,
     /// Sessions created.
     pub sessions_opened: u64,
     /// Sessions removed by CLOSE or shutdown.

@@ -53,26 +53,32 @@ impl AddrSet {
     }
 }
 
-/// Where a [`Transmit`] goes.
+/// Where a client's [`Transmit`] goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientDest {
+    /// The same packet on each of these paths.
+    Paths(PathMask),
+    /// A payload for the local application at this address.
+    App(SocketAddr),
+}
+
+/// Where a server's [`Transmit`] goes.
 // Kept inline (no Box) so that queueing a packet allocates nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dest {
-    /// Client: the same packet on each of these paths.
-    Paths(PathMask),
-    /// Server: the same packet to each of these bridge addresses.
-    Addrs(AddrSet),
-    /// Client: a payload for the local application at this address.
-    Local(SocketAddr),
-    /// Server: a payload for the target, on behalf of this session.
-    Session(u64),
+pub enum ServerDest {
+    /// The same packet to each of these bridge addresses.
+    Bridges(AddrSet),
+    /// A payload for the target, on behalf of this session.
+    Target(u64),
 }
 
-/// One packet (or delivered payload) and where it goes.
+/// One packet (or delivered payload) and where it goes: `D` is the role's destination type
+/// ([`ClientDest`] or [`ServerDest`]).
 #[derive(Debug)]
-pub struct Transmit {
+pub struct Transmit<D> {
     /// Destination(s).
-    pub dest: Dest,
+    pub dest: D,
     /// Whole packet for network destinations; the bare payload for local deliveries.
     pub data: Vec<u8>,
 }

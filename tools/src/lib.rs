@@ -1,4 +1,12 @@
-//! Helpers shared by the command-line tools: logging to stderr and signal flags.
+//! The command-line tools' library: logging to stderr, signal flags, running a tunnel with
+//! its stats reports, the long options built from the core's option table, and the parts of
+//! mpbridge and mpperf.
+
+pub mod bridge;
+pub mod options;
+pub mod perf;
+pub mod seed;
+pub mod udp;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,34 +73,22 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code for runtime failures (cannot bind, poll failure).
 pub const EXIT_FAILURE: u8 = 1;
 
-/// Applies `MPTUNNEL_KEY` (over a config file's key; `--key-file` overrides it).
-pub fn apply_key_env(c: &mut mptunnel::Config) -> Result<(), String> {
-    if let Ok(v) = std::env::var("MPTUNNEL_KEY") {
-        if !v.trim().is_empty() {
-            c.set("key", &v)
-                .map_err(|e| format!("MPTUNNEL_KEY: {}", e.message))?;
-        }
-    }
-    Ok(())
-}
-
-/// After all options are applied: the original tool's switch `MPTUNNEL_ENCRYPT=1` (also
-/// spelled `MPTUNNELENCRYPT`) without a key is an error that says how to make one.
-pub fn check_encrypt_switch(prog: &str, c: &mptunnel::Config) -> Result<(), String> {
-    for var in ["MPTUNNEL_ENCRYPT", "MPTUNNELENCRYPT"] {
-        if let Ok(v) = std::env::var(var) {
-            let v = v.trim();
-            if !v.is_empty() && v != "0" && c.params.key.is_none() {
-                return Err(format!(
-                    "{var}={v} asks for encryption, but no key is set. Make one with\n  \
-                     {prog} genkey > mptunnel.key && chmod 600 mptunnel.key\n\
-                     copy it to the other end, and start both ends with --key-file mptunnel.key \
-                     (or MPTUNNEL_KEY=<key>)"
-                ));
-            }
-        }
-    }
-    Ok(())
+/// Builds the configuration from a command line (see `mptunnel::cli`); on error prints it
+/// the way the tools do and gives the exit code.
+pub fn config_from(
+    prog: &'static str,
+    role: mptunnel::Role,
+    positionals: Vec<String>,
+    options: Vec<(String, String)>,
+) -> Result<mptunnel::Config, std::process::ExitCode> {
+    let cl = mptunnel::cli::CommandLine {
+        positionals,
+        options,
+    };
+    mptunnel::cli::build(prog, role, &cl, &mptunnel::cli::process_env).map_err(|e| {
+        eprintln!("{prog}: {e}\nTry '{prog} --help' for more information.");
+        std::process::ExitCode::from(EXIT_USAGE)
+    })
 }
 
 /// Handles `PROG genkey`: prints a new key. Returns true if it did.
@@ -105,9 +101,9 @@ pub fn maybe_genkey() -> Option<std::process::ExitCode> {
         eprintln!("genkey takes no arguments (got '{extra}')");
         return Some(std::process::ExitCode::from(EXIT_USAGE));
     }
-    match mptunnel::protocol::crypto::Key::generate() {
+    match mptunnel::genkey() {
         Ok(k) => {
-            println!("{}", k.to_base64());
+            println!("{k}");
             Some(std::process::ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -148,11 +144,7 @@ const SIGNAL_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 /// Runs a configured tunnel until SIGINT/SIGTERM, printing errors the way the tools do and a
 /// stats report every `stats-interval` (and a last one at exit: at log level info as text,
 /// always in JSON).
-pub fn run_tunnel(
-    prog: &'static str,
-    config: &mptunnel::Config,
-    format: StatsFormat,
-) -> std::process::ExitCode {
+pub fn run_tunnel(prog: &'static str, config: &mptunnel::Config) -> std::process::ExitCode {
     use std::process::ExitCode;
     use std::time::Instant;
     let tunnel = match mptunnel::Tunnel::new(config) {
@@ -172,19 +164,24 @@ pub fn run_tunnel(
         log::warn!("cannot install signal handlers: {e}");
         Arc::new(AtomicBool::new(false))
     });
-    let (handle, join) = match tunnel.spawn() {
-        Ok(pair) => pair,
+    let running = match tunnel.start() {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("{prog}: {e}");
             return ExitCode::from(EXIT_FAILURE);
         }
+    };
+    let handle = running.handle();
+    let format = if config.stats_json {
+        StatsFormat::Json
+    } else {
+        StatsFormat::Text
     };
     let every = config.stats_interval;
     let mut next_report = every.map(|e| Instant::now() + e);
     while handle.is_running() {
         if is_set(&flag) {
             log::info!("signal received: shutting down");
-            handle.stop();
             break;
         }
         let now = Instant::now();
@@ -199,12 +196,8 @@ pub fn run_tunnel(
         });
         std::thread::sleep(nap);
     }
-    let result = join.join().unwrap_or_else(|_| {
-        Err(mptunnel::Error::Io(
-            "the tunnel loop panicked".into(),
-            std::io::Error::other("panic"),
-        ))
-    });
+    // Stops it (CLOSE to the peers) if a signal came, waits for it if it failed.
+    let result = running.stop();
     let last = handle.stats();
     match format {
         StatsFormat::Text => log::info!("{}", last.to_text()),
@@ -216,74 +209,6 @@ pub fn run_tunnel(
             eprintln!("{prog}: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
-    }
-}
-
-/// Options common to mpclient and mpserver, applied after the config file so they win.
-#[derive(clap::Args, Debug, Default)]
-pub struct CommonOpts {
-    /// Print a stats summary to stderr every SECS seconds (0 = never).
-    #[arg(long, value_name = "SECS")]
-    pub stats_interval: Option<String>,
-    /// Print each stats report as one JSON line on stdout (the document of docs/STATS.md),
-    /// and a last one at exit, instead of the text summary on stderr.
-    #[arg(long)]
-    pub stats_json: bool,
-    /// Log level: error, warn (default), info, debug, trace or off.
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// Probe each path every MS milliseconds (default 250).
-    #[arg(long, value_name = "MS")]
-    pub probe_interval: Option<String>,
-    /// A path silent for MS milliseconds is down (default 1000).
-    #[arg(long, value_name = "MS")]
-    pub down_after: Option<String>,
-    /// Drop sessions idle for SECS seconds (default 120).
-    #[arg(long, value_name = "SECS")]
-    pub idle_timeout: Option<String>,
-    /// Most sessions held at once (default 1024).
-    #[arg(long, value_name = "N")]
-    pub max_sessions: Option<String>,
-    /// Replay/duplicate window in packets, a multiple of 64 (default 8192).
-    #[arg(long, value_name = "PACKETS")]
-    pub window: Option<String>,
-    /// Encrypt and authenticate with the pre-shared key in FILE (44 base64 characters, as
-    /// printed by `genkey`); the same key on both ends. MPTUNNEL_KEY=<key> works too.
-    #[arg(long, value_name = "FILE")]
-    pub key_file: Option<String>,
-}
-
-impl CommonOpts {
-    /// The report format these options ask for.
-    pub fn stats_format(&self) -> StatsFormat {
-        if self.stats_json {
-            StatsFormat::Json
-        } else {
-            StatsFormat::Text
-        }
-    }
-
-    /// Applies the options that were given.
-    pub fn apply(&self, c: &mut mptunnel::Config) -> Result<(), mptunnel::ConfigError> {
-        let pairs = [
-            ("stats-interval", &self.stats_interval),
-            ("log-level", &self.log_level),
-            ("probe-interval", &self.probe_interval),
-            ("down-after", &self.down_after),
-            ("idle-timeout", &self.idle_timeout),
-            ("max-sessions", &self.max_sessions),
-            ("window", &self.window),
-            ("key-file", &self.key_file),
-        ];
-        for (k, v) in pairs {
-            if let Some(v) = v {
-                c.set(k, v).map_err(|e| mptunnel::ConfigError {
-                    location: String::new(),
-                    message: format!("--{k}: {}", e.message),
-                })?;
-            }
-        }
-        Ok(())
     }
 }
 

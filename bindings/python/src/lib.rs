@@ -4,11 +4,9 @@
 
 use std::io;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mptunnel::{Config, MultipathListener, MultipathSocket, Role, Tunnel, TunnelHandle};
-use parking_lot::Mutex;
+use mptunnel::{Config, MultipathListener, MultipathSocket, Role, SharedTunnel, Tunnel};
 use pyo3::exceptions::{PyOSError, PyTimeoutError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -41,6 +39,10 @@ fn tunnel_error(py: Python<'_>, e: mptunnel::Error) -> PyErr {
             let errno = err.raw_os_error().unwrap_or(0);
             PyOSError::new_err((errno, format!("{what}: {err}")))
         }
+        e @ (mptunnel::Error::State(_) | mptunnel::Error::Panicked) => {
+            package_error(py, "Error", e.to_string())
+        }
+        mptunnel::Error::Closed => closed_error(py, "tunnel"),
     }
 }
 
@@ -65,15 +67,8 @@ fn build_config(py: Python<'_>, role: Role, options: Vec<(String, String)>) -> P
 /// A forwarding endpoint (what mpclient and mpserver run).
 #[pyclass(module = "mptunnel._native")]
 struct NativeTunnel {
-    handle: TunnelHandle,
-    state: Mutex<TunnelState>,
+    inner: Arc<SharedTunnel>,
     local_addr: String,
-}
-
-enum TunnelState {
-    Ready(Box<Tunnel>),
-    Running(Option<JoinHandle<Result<(), mptunnel::Error>>>),
-    Stopped,
 }
 
 #[pymethods]
@@ -93,61 +88,84 @@ impl NativeTunnel {
         let c = build_config(py, role, options)?;
         let t = Tunnel::new(&c).map_err(|e| tunnel_error(py, e))?;
         Ok(NativeTunnel {
-            handle: t.handle(),
             local_addr: t.local_addr().to_string(),
-            state: Mutex::new(TunnelState::Ready(Box::new(t))),
+            inner: Arc::new(SharedTunnel::new(t)),
         })
+    }
+
+    /// A tunnel from a command line, as mpclient / mpserver read theirs (`mptunnel::cli`):
+    /// the seed's positionals, the option table's long options, and the environment.
+    #[staticmethod]
+    fn from_command_line(
+        py: Python<'_>,
+        role: &str,
+        positionals: Vec<String>,
+        options: Vec<(String, String)>,
+    ) -> PyResult<Self> {
+        let (role, prog) = match role {
+            "client" => (Role::Client, "mpclient"),
+            "server" => (Role::Server, "mpserver"),
+            _ => {
+                return Err(config_error(
+                    py,
+                    format!("role must be 'client' or 'server', not {role:?}"),
+                ))
+            }
+        };
+        let cl = mptunnel::cli::CommandLine {
+            positionals,
+            options,
+        };
+        let c = mptunnel::cli::build(prog, role, &cl, &mptunnel::cli::process_env)
+            .map_err(|e| config_error(py, e))?;
+        let t = Tunnel::new(&c).map_err(|e| tunnel_error(py, e))?;
+        Ok(NativeTunnel {
+            local_addr: t.local_addr().to_string(),
+            inner: Arc::new(SharedTunnel::new(t)),
+        })
+    }
+
+    /// The stats report as the tools print it (text).
+    fn stats_text(&self, py: Python<'_>) -> String {
+        let t = Arc::clone(&self.inner);
+        py.detach(move || t.handle().stats().to_text())
     }
 
     /// Starts the loop on a background thread (no-op if already running).
     fn start(&self, py: Python<'_>) -> PyResult<()> {
-        let mut st = self.state.lock();
-        match std::mem::replace(&mut *st, TunnelState::Stopped) {
-            TunnelState::Ready(t) => match t.spawn() {
-                Ok((_, join)) => {
-                    *st = TunnelState::Running(Some(join));
-                    Ok(())
-                }
-                Err(e) => Err(tunnel_error(py, e)),
-            },
-            TunnelState::Running(j) => {
-                *st = TunnelState::Running(j);
-                Ok(())
-            }
-            TunnelState::Stopped => Err(closed_error(py, "tunnel")),
+        match self.inner.start() {
+            Ok(()) | Err(mptunnel::Error::State(_)) => Ok(()),
+            Err(e) => Err(tunnel_error(py, e)),
         }
     }
 
     /// Blocks until stopped (by `stop()` from another thread, or Ctrl-C).
     fn run(&self, py: Python<'_>) -> PyResult<()> {
         self.start(py)?;
-        while self.handle.is_running() {
+        while self.inner.handle().is_running() {
             py.detach(|| std::thread::sleep(SLICE));
             if let Err(e) = py.check_signals() {
                 self.stop(py);
                 return Err(e);
             }
         }
-        self.join(py)
+        let t = Arc::clone(&self.inner);
+        py.detach(move || t.join()).map_err(|e| tunnel_error(py, e))
     }
 
     /// Stops the loop (sending CLOSE to peers) and waits for it. Idempotent, any thread.
     fn stop(&self, py: Python<'_>) {
-        self.handle.stop();
-        let _ = self.join(py);
-        let mut st = self.state.lock();
-        if matches!(&*st, TunnelState::Ready(_)) {
-            *st = TunnelState::Stopped;
-        }
+        let t = Arc::clone(&self.inner);
+        let _ = py.detach(move || t.stop());
     }
 
     fn stats_json(&self, py: Python<'_>) -> String {
-        let h = self.handle.clone();
-        py.detach(move || h.stats().to_json())
+        let t = Arc::clone(&self.inner);
+        py.detach(move || t.handle().stats().to_json())
     }
 
     fn is_running(&self) -> bool {
-        self.handle.is_running()
+        self.inner.handle().is_running()
     }
 
     #[getter]
@@ -159,29 +177,7 @@ impl NativeTunnel {
 impl Drop for NativeTunnel {
     // An endpoint that goes out of scope stops (CLOSE to peers) and frees its sockets.
     fn drop(&mut self) {
-        self.handle.stop();
-        if let TunnelState::Running(Some(j)) =
-            std::mem::replace(&mut *self.state.lock(), TunnelState::Stopped)
-        {
-            let _ = j.join();
-        }
-    }
-}
-
-impl NativeTunnel {
-    fn join(&self, py: Python<'_>) -> PyResult<()> {
-        let join = match &mut *self.state.lock() {
-            TunnelState::Running(j) => j.take(),
-            _ => None,
-        };
-        let Some(j) = join else { return Ok(()) };
-        let result = py.detach(|| j.join());
-        *self.state.lock() = TunnelState::Stopped;
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(tunnel_error(py, e)),
-            Err(_) => Err(package_error(py, "Error", "tunnel thread panicked".into())),
-        }
+        let _ = self.inner.stop();
     }
 }
 
@@ -337,12 +333,33 @@ impl NativeListener {
     }
 }
 
+/// The option table (`mptunnel::options`) as JSON: a list of objects with `name`,
+/// `aliases`, `roles` (`client`, `server`, `both`), `kind` (`ms`, `seconds`, `count`,
+/// `listen`, `host:port`, `path`, `file`, `key`, `choice`, `log-level`, `flag`),
+/// `value_name`, `default` and `help`.
+#[pyfunction]
+fn options_json() -> String {
+    let list: Vec<serde_json::Value> = mptunnel::options::OPTIONS
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "name": o.name,
+                "aliases": o.aliases,
+                "roles": o.roles.name(),
+                "kind": o.kind.name(),
+                "value_name": o.value_name,
+                "default": o.default,
+                "help": o.help,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
 /// A new random key, as 44 base64 characters.
 #[pyfunction]
 fn genkey(py: Python<'_>) -> PyResult<String> {
-    mptunnel::protocol::crypto::Key::generate()
-        .map(|k| k.to_base64())
-        .map_err(|e| package_error(py, "Error", e))
+    mptunnel::genkey().map_err(|e| package_error(py, "Error", e))
 }
 
 #[pymodule]
@@ -351,6 +368,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeSocket>()?;
     m.add_class::<NativeListener>()?;
     m.add_function(wrap_pyfunction!(genkey, m)?)?;
+    m.add_function(wrap_pyfunction!(options_json, m)?)?;
     m.add("VERSION", mptunnel::VERSION)?;
     Ok(())
 }

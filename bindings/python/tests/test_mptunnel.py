@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import json
+import os
 import importlib.metadata
 import random
 import re
@@ -274,11 +276,63 @@ def test_stop_is_idempotent_and_thread_safe(echo: Echo) -> None:
 def test_module_entry_point(echo: Echo, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "mptunnel", "client", "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "listen_port" in out.stdout.lower(), out.stdout
+    assert "LISTEN_PORT" in out.stdout, out.stdout
+    # Its long options are the option table's, as the tools'.
+    names = {o["name"] for o in mptunnel.options()} | {a for o in mptunnel.options() for a in o["aliases"]}
+    longs = set(re.findall(r"--([a-z][a-z-]+)", out.stdout)) - {"help"}
+    assert longs and longs <= names, longs - names
     out = subprocess.run(
         [sys.executable, "-m", "mptunnel", "server", "2000", "localhost", "notaport"], capture_output=True, text=True
     )
     assert out.returncode == 2 and "notaport" in out.stderr
+    # The seed's switch and the key variable are read as by the tools.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPTUNNEL")}
+    out = subprocess.run(
+        [sys.executable, "-m", "mptunnel", "server", "127.0.0.1:0", "[::1]", "9"],
+        capture_output=True,
+        text=True,
+        env={**env, "MPTUNNEL_ENCRYPT": "1"},
+    )
+    assert out.returncode == 2 and "genkey" in out.stderr, out.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mptunnel", "server", "127.0.0.1:0", "[::1]", "9", "--stats-json", "--stats-interval", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "MPTUNNEL_ENCRYPT": "1", "MPTUNNEL_KEY": mptunnel.genkey()},
+    )
+    try:
+        assert proc.stdout is not None
+        report = json.loads(proc.stdout.readline())
+        assert report["role"] == "server" and report["encrypted"] is True, report
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_options_table_types_the_keyword_arguments(echo: Echo) -> None:
+    table = {o["name"]: o for o in mptunnel.options()}
+    assert {"listen", "target", "path", "probe-interval", "idle-timeout", "key"} <= set(table)
+    assert table["probe-interval"]["kind"] == "ms" and table["idle-timeout"]["kind"] == "seconds"
+    # Every keyword the classes and functions name is an option of the table.
+    import inspect
+
+    for fn in (mptunnel.Client.__init__, mptunnel.Server.__init__, mptunnel.connect, mptunnel.listen):
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name == "self":
+                continue
+            name = {"paths": "path", "address": "listen"}.get(p.name, p.name.replace("_", "-"))
+            assert name in table, f"{fn.__qualname__}({p.name}=...) is not in the option table"
+    # Milliseconds are an int, seconds an int or a float, counts an int: the same everywhere.
+    with mptunnel.Server(listen="127.0.0.1:0", target=echo.addr, probe_interval=100, idle_timeout=1.5) as s:
+        assert s.running
+    for bad in ({"probe_interval": 1.0}, {"down_after": "1000"}, {"max_sessions": True}, {"idle_timeout": "1"}):
+        with pytest.raises(TypeError):
+            mptunnel.Server(listen="127.0.0.1:0", target=echo.addr, **bad)
+    with pytest.raises(mptunnel.ConfigError, match="colour"):
+        mptunnel.Server(listen="127.0.0.1:0", target=echo.addr, colour="blue")
+    with pytest.raises(mptunnel.ConfigError, match="only to the client"):
+        mptunnel.Server(listen="127.0.0.1:0", target=echo.addr, mode="redundant")
 
 
 def test_version() -> None:

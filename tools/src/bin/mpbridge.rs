@@ -1,12 +1,5 @@
 //! mpbridge: a UDP relay for a bridge host, with optional impairments for testing.
 
-#[path = "../bridge/common.rs"]
-mod common;
-#[path = "../bridge/impair.rs"]
-mod impair;
-#[path = "../bridge/relay.rs"]
-mod relay;
-
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
@@ -15,7 +8,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use impair::Impairment;
+use mptunnel_tools::bridge::impair::Impairment;
+use mptunnel_tools::bridge::relay;
+use mptunnel_tools::{seed, udp};
 
 /// One hour: longer delays are almost certainly a unit mistake.
 const MAX_DELAY_MS: f64 = 3_600_000.0;
@@ -38,11 +33,11 @@ const MAX_DELAY_MS: f64 = 3_600_000.0;
 )]
 struct Cli {
     /// Where clients send to: PORT (all IPv4 interfaces) or HOST:PORT, IPv6 in brackets ([::1]:4001)
-    #[arg(value_name = "LISTEN", value_parser = common::parse_listen)]
+    #[arg(value_name = "LISTEN", value_parser = udp::parse_listen)]
     listen: SocketAddr,
 
     /// Where datagrams are relayed to: HOST:PORT; a name is resolved once at start, IPv4 preferred
-    #[arg(value_name = "UPSTREAM", value_parser = common::parse_target)]
+    #[arg(value_name = "UPSTREAM", value_parser = udp::parse_target)]
     upstream: SocketAddr,
 
     /// Percent of datagrams dropped (0-100, fractions allowed)
@@ -197,7 +192,7 @@ impl Cli {
             upstream: self.upstream,
             up: self.impairment(true),
             down: self.impairment(false),
-            seed: self.seed.unwrap_or_else(common::entropy_seed),
+            seed: self.seed.unwrap_or_else(seed::entropy_seed),
             idle_timeout: Duration::from_secs_f64(self.idle_timeout),
             max_clients: self.max_clients as usize,
             stats_interval: (self.stats_interval > 0.0)

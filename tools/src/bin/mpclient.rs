@@ -3,11 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mptunnel::{Config, Role};
-use mptunnel_tools::{
-    apply_key_env, check_encrypt_switch, init_logging_from, maybe_genkey, run_tunnel, CommonOpts,
-    EXIT_USAGE,
-};
+use mptunnel::Role;
+use mptunnel_tools::options::TableOpts;
+use mptunnel_tools::{config_from, init_logging_from, maybe_genkey, run_tunnel};
 
 /// Multipath UDP tunnel, client side.
 ///
@@ -22,65 +20,17 @@ use mptunnel_tools::{
 #[command(
     name = "mpclient",
     version,
-    after_help = "Encryption: `mpclient genkey > mptunnel.key`, then --key-file mptunnel.key on both ends.\n\nExamples:\n  mpclient 4000 client.conf\n  mpclient --listen 127.0.0.1:4000 client.conf\n  \
+    after_help = "Encryption: `mpclient genkey > mptunnel.key`, then --key-file mptunnel.key on both ends \
+                  (or MPTUNNEL_KEY=<key>).\n\nExamples:\n  mpclient 4000 client.conf\n  \
+                  mpclient --listen 127.0.0.1:4000 client.conf\n  \
                   mpclient --listen [::1]:4000 --path 10.0.0.2:4001 --path 10.0.0.3:4001"
 )]
 struct Args {
     /// LISTEN_PORT (all IPv4 addresses) or HOST:PORT, then CONFIG_FILE.
     #[arg(value_name = "LISTEN_PORT] [CONFIG_FILE", num_args = 0..=2)]
     positionals: Vec<String>,
-    /// Address for local apps to send to (HOST:PORT, [IPv6]:PORT, or a bare port).
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
-    /// Config file with the paths (one `HOST PORT` per line).
-    #[arg(long, value_name = "FILE")]
-    config: Option<String>,
-    /// Add a path (bridge) HOST:PORT; may be repeated.
-    #[arg(long = "path", value_name = "HOST:PORT")]
-    paths: Vec<String>,
-    /// Scheduling mode: redundant (every datagram on every path that is up).
-    #[arg(long, value_name = "MODE")]
-    mode: Option<String>,
     #[command(flatten)]
-    common: CommonOpts,
-}
-
-fn build(args: &Args) -> Result<Config, String> {
-    let mut c = Config::new(Role::Client);
-    let mut pos = args.positionals.iter();
-    let mut config_file = args.config.clone();
-    if args.listen.is_none() {
-        if let Some(p) = pos.next() {
-            c.set("listen", p)
-                .map_err(|e| format!("LISTEN_PORT: {e}"))?;
-        }
-    }
-    if let Some(f) = pos.next() {
-        if config_file.is_some() {
-            return Err(format!("config file given twice ('{f}' and --config)"));
-        }
-        config_file = Some(f.clone());
-    }
-    if let Some(extra) = pos.next() {
-        return Err(format!("unexpected argument '{extra}'"));
-    }
-    if let Some(f) = &config_file {
-        c.load_file(f).map_err(|e| e.to_string())?;
-    }
-    if let Some(l) = &args.listen {
-        c.set("listen", l).map_err(|e| format!("--listen: {e}"))?;
-    }
-    for p in &args.paths {
-        c.set("path", p).map_err(|e| format!("--path: {e}"))?;
-    }
-    if let Some(m) = &args.mode {
-        c.set("mode", m).map_err(|e| format!("--mode: {e}"))?;
-    }
-    apply_key_env(&mut c)?;
-    args.common.apply(&mut c).map_err(|e| e.to_string())?;
-    check_encrypt_switch("mpclient", &c)?;
-    c.validate().map_err(|e| e.to_string())?;
-    Ok(c)
+    options: TableOpts<false>,
 }
 
 fn main() -> ExitCode {
@@ -88,13 +38,34 @@ fn main() -> ExitCode {
         return code;
     }
     let args = Args::parse();
-    let config = match build(&args) {
+    let config = match config_from(
+        "mpclient",
+        Role::Client,
+        args.positionals,
+        args.options.given,
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("mpclient: {e}\nTry 'mpclient --help' for more information.");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
     init_logging_from("mpclient", &config);
-    run_tunnel("mpclient", &config, args.common.stats_format())
+    run_tunnel("mpclient", &config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every long option this tool offers is one of the option table's.
+    #[test]
+    fn every_long_option_is_in_the_table() {
+        let cmd = Args::command();
+        let longs: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        assert!(longs.len() > 8, "{longs:?}");
+        for long in longs {
+            let spec = mptunnel::options::find(long)
+                .unwrap_or_else(|| panic!("--{long} is not in mptunnel::options::OPTIONS"));
+            assert!(spec.roles.includes(Role::Client), "--{long}");
+        }
+    }
 }

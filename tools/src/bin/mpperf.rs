@@ -1,20 +1,13 @@
 //! mpperf: UDP echo service and load generator for measuring loss, duplication and latency.
 
-#[path = "../bridge/common.rs"]
-mod common;
-#[path = "../perf/echo.rs"]
-mod echo;
-#[path = "../perf/load.rs"]
-mod load;
-#[path = "../perf/packet.rs"]
-mod packet;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use mptunnel_tools::perf::{echo, load, packet};
+use mptunnel_tools::udp;
 
 const DEFAULT_ECHO_PORT: u16 = 6666;
 /// Bounds memory for the received-seq bit vector and RTT samples.
@@ -54,18 +47,18 @@ enum Cmd {
 #[derive(Args, Debug)]
 struct EchoArgs {
     /// Address to listen on: PORT (all IPv4 interfaces) or HOST:PORT [default: 0.0.0.0:6666]
-    #[arg(value_name = "ADDR", value_parser = common::parse_listen, conflicts_with = "listen")]
+    #[arg(value_name = "ADDR", value_parser = udp::parse_listen, conflicts_with = "listen")]
     addr: Option<SocketAddr>,
 
     /// Same as the positional ADDR
-    #[arg(long, short = 'l', value_name = "ADDR", value_parser = common::parse_listen)]
+    #[arg(long, short = 'l', value_name = "ADDR", value_parser = udp::parse_listen)]
     listen: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
 struct LoadArgs {
     /// Echo service to send to: HOST:PORT (a name is resolved once, IPv4 preferred)
-    #[arg(long, short = 't', value_name = "HOST:PORT", value_parser = common::parse_target)]
+    #[arg(long, short = 't', value_name = "HOST:PORT", value_parser = udp::parse_target)]
     target: SocketAddr,
 
     /// Datagrams per second
@@ -91,7 +84,7 @@ struct LoadArgs {
     wait: f64,
 
     /// Local address to send from: PORT or HOST:PORT [default: any address, ephemeral port]
-    #[arg(long, short = 'b', value_name = "ADDR", value_parser = common::parse_listen)]
+    #[arg(long, short = 'b', value_name = "ADDR", value_parser = udp::parse_listen)]
     bind: Option<SocketAddr>,
 
     /// Print one JSON object instead of the table
@@ -162,7 +155,7 @@ impl LoadArgs {
         };
         let bind = self
             .bind
-            .unwrap_or_else(|| common::any_addr_like(&self.target));
+            .unwrap_or_else(|| udp::any_addr_like(&self.target));
         if bind.is_ipv4() != self.target.is_ipv4() {
             return Err(format!(
                 "--bind {bind} and --target {} are different address families",

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use super::common::{any_addr_like, udp_socket};
 use super::impair::{Impairment, Rng};
+use crate::udp::{any_addr_like, udp_socket};
 
 const LISTEN: Token = Token(0);
 /// Largest UDP payload plus one, so nothing is ever truncated.
@@ -213,7 +213,7 @@ impl Relay {
         let mut next_sweep = Instant::now() + sweep_every;
         let mut next_stats = self.cfg.stats_interval.map(|d| Instant::now() + d);
 
-        while !mptunnel_tools::is_set(&flags.terminate) {
+        while !crate::is_set(&flags.terminate) {
             let blackhole = flags.blackhole.load(Ordering::Relaxed) != 0;
             if blackhole != self.blackhole {
                 self.blackhole = blackhole;
@@ -229,7 +229,7 @@ impl Relay {
             if let (Some(at), Some(every)) = (next_stats, self.cfg.stats_interval) {
                 if now >= at {
                     if self.cfg.stats_json {
-                        mptunnel_tools::print_json_line(&self.json());
+                        crate::print_json_line(&self.json());
                     } else {
                         log::info!("{}", self.summary());
                     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
 
-use super::common::udp_socket;
+use crate::udp::udp_socket;
 
 /// Longest sleep, so SIGINT/SIGTERM are noticed even if they race with `poll`.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
@@ -36,7 +36,7 @@ pub fn run(listen: SocketAddr, terminate: &AtomicBool) -> io::Result<()> {
     // True when the last drain stopped early, so readiness may not be signalled again.
     let mut pending = false;
 
-    while !mptunnel_tools::is_set(terminate) {
+    while !crate::is_set(terminate) {
         let timeout = if pending { Duration::ZERO } else { MAX_SLEEP };
         match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}

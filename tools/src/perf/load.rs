@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
-use super::common::{entropy_seed, udp_socket};
 use super::packet;
+use crate::seed::entropy_seed;
+use crate::udp::udp_socket;
 
 /// Most datagrams sent back to back before receiving; bounds how far a late
 /// wake-up bunches sends together.
@@ -186,7 +187,7 @@ pub fn run(cfg: &LoadConfig, terminate: &AtomicBool) -> io::Result<Report> {
         }
 
         let t = elapsed_ns();
-        if mptunnel_tools::is_set(terminate) {
+        if crate::is_set(terminate) {
             log::info!("interrupted, reporting partial results");
             break t;
         }

@@ -1,7 +1,7 @@
 //! mpperf datagram layout: magic, run id, seq, send time, then a padding pattern derived from seq.
 //! All integers are big-endian.
 
-use super::common::splitmix64;
+use crate::seed::splitmix64;
 
 pub const MAGIC: [u8; 4] = *b"MPPF";
 pub const HEADER_LEN: usize = 28;

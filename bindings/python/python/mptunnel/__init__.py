@@ -12,7 +12,8 @@ and ``mpserver`` tools, in process:
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+import os
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 
 class Error(Exception):
@@ -37,6 +38,7 @@ __all__ = [
     "connect",
     "genkey",
     "listen",
+    "options",
     "__version__",
 ]
 
@@ -46,24 +48,64 @@ def genkey() -> str:
     return _native.genkey()
 
 
-def _options(**kw: Any) -> list[tuple[str, str]]:
-    """Turn keyword arguments into the (option, value) pairs of the CLI's long options."""
-    out: list[tuple[str, str]] = []
-    for name, value in kw.items():
+def options() -> List[Dict[str, Any]]:
+    """The options every endpoint takes, as the tools, config files and the C API know them:
+    dicts with ``name`` (``probe-interval``; as a keyword argument ``probe_interval``),
+    ``aliases``, ``roles`` (``client``, ``server`` or ``both``), ``kind``, ``value_name``,
+    ``default`` and ``help``. The kind says the Python type a keyword argument takes:
+    ``ms`` an ``int`` of milliseconds, ``seconds`` an ``int`` or ``float`` of seconds,
+    ``count`` an ``int``, ``flag`` a ``bool``, ``file`` a ``str`` or path, ``path`` (the
+    ``paths`` argument) a list of ``"HOST:PORT"`` strings, and the others a ``str``."""
+    return [dict(o) for o in _OPTIONS]
+
+
+_OPTIONS: List[Dict[str, Any]] = json.loads(_native.options_json())
+_BY_NAME: Dict[str, Dict[str, Any]] = {a: o for o in _OPTIONS for a in [o["name"], *o["aliases"]]}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _options(**kw: Any) -> List[Tuple[str, str]]:
+    """Keyword arguments as (option, value) text pairs, converted by the option table's kinds:
+    a value of the wrong Python type is a TypeError naming the argument and the type wanted."""
+    out: List[Tuple[str, str]] = []
+    for arg, value in kw.items():
         if value is None:
             continue
-        key = name.replace("_", "-")
-        if key == "paths":
-            if isinstance(value, (str, bytes)):
-                raise ConfigError(f"paths must be a list of 'HOST:PORT' strings, not {value!r}")
-            for p in value:
-                out.append(("path", str(p)))
-        elif isinstance(value, bool):
-            raise ConfigError(f"option {name} does not take a bool ({value!r})")
-        elif isinstance(value, float) and key in ("probe-interval", "down-after"):
-            out.append((key, str(int(round(value * 1000)))))  # seconds -> ms
+        spec = _BY_NAME.get("path" if arg == "paths" else arg.replace("_", "-"))
+        if spec is None:
+            raise ConfigError(f"unknown option {arg!r}")
+        name, kind = spec["name"], spec["kind"]
+
+        def wrong(wanted: str) -> TypeError:
+            return TypeError(f"{arg} takes {wanted}, not {value!r}")
+
+        if kind == "path":
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                raise wrong("a list of 'HOST:PORT' strings")
+            out.extend((name, str(p)) for p in value)
+        elif kind in ("ms", "count"):
+            if not _is_int(value):
+                raise wrong("whole milliseconds (an int)" if kind == "ms" else "an int")
+            out.append((name, str(value)))
+        elif kind == "seconds":
+            if not (_is_int(value) or isinstance(value, float)):
+                raise wrong("seconds (an int or a float)")
+            out.append((name, str(value)))
+        elif kind == "flag":
+            if not isinstance(value, bool):
+                raise wrong("a bool")
+            out.append((name, "true" if value else "false"))
+        elif kind == "file":
+            if not isinstance(value, (str, os.PathLike)):
+                raise wrong("a file name (a str or a path)")
+            out.append((name, os.fspath(value)))
         else:
-            out.append((key, str(value)))
+            if not isinstance(value, str):
+                raise wrong("a str")
+            out.append((name, value))
     return out
 
 
@@ -115,10 +157,11 @@ class _Endpoint:
 class Client(_Endpoint):
     """The mpclient endpoint: forwards datagrams sent to ``listen`` over every path.
 
-    Keyword arguments are the CLI's long options: ``listen="127.0.0.1:4000"``,
-    ``paths=["10.0.0.2:4001", ...]``, ``key=genkey()`` (or ``key_file=PATH``),
-    ``mode="redundant"``, ``probe_interval`` (ms, or seconds as a float), ``down_after``,
-    ``idle_timeout`` (s), ``max_sessions``, ``window``, ``config`` (a config file).
+    Keyword arguments are the CLI's long options (:func:`options` lists them with their
+    types): ``listen="127.0.0.1:4000"``, ``paths=["10.0.0.2:4001", ...]``, ``key=genkey()``
+    (or ``key_file=PATH``), ``mode="redundant"``, ``probe_interval=250`` and ``down_after``
+    (int, milliseconds), ``idle_timeout`` (seconds, int or float), ``max_sessions``,
+    ``window``, ``config`` (a config file).
     """
 
     _role = "client"

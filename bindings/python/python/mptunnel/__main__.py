@@ -3,6 +3,10 @@
     python -m mptunnel server 2000 localhost 6666
     python -m mptunnel client 4000 client.conf
     python -m mptunnel bridge 4001 localhost:2000
+
+``client`` and ``server`` take the same arguments as ``mpclient`` and ``mpserver``: their
+long options come from the option table (:func:`mptunnel.options`), and the command line is
+read by the same code as the tools' (positionals, config file, ``MPTUNNEL_KEY``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,12 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import Client, ConfigError, Error, Server, __version__
+from . import ConfigError, Error, __version__, _native, options
+
+_POSITIONALS = {
+    "client": ("[LISTEN_PORT] [CONFIG_FILE]", "mpclient"),
+    "server": ("[LISTEN_PORT TARGET_HOST TARGET_PORT]", "mpserver"),
+}
 
 
 def _listen(value: str) -> str:
@@ -28,24 +37,40 @@ def _split(addr: str) -> Tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--key-file", help="pre-shared key file (see `mpclient genkey`)")
-    p.add_argument("--stats-interval", type=float, default=0, help="print stats every SECS")
-    p.add_argument("--idle-timeout", help="drop sessions idle this many seconds")
-    p.add_argument("--max-sessions", help="session cap")
+def _add_table_options(p: argparse.ArgumentParser, role: str) -> None:
+    """The role's long options from the table (a key on a command line can be read by other
+    users: --key-file or MPTUNNEL_KEY instead, as with the tools)."""
+    for o in options():
+        if o["roles"] not in (role, "both") or o["kind"] == "key":
+            continue
+        names = [f"--{o['name']}", *(f"--{a}" for a in o["aliases"])]
+        helptext = o["help"] + (f" [default: {o['default']}]" if o["default"] and o["kind"] != "flag" else "")
+        if o["kind"] == "flag":
+            p.add_argument(*names, dest=o["name"], action="store_true", default=None, help=helptext)
+        elif o["kind"] == "path":
+            p.add_argument(*names, dest=o["name"], action="append", metavar=o["value_name"], help=helptext)
+        else:
+            p.add_argument(*names, dest=o["name"], metavar=o["value_name"], help=helptext)
 
 
-def _run(endpoint: "Client | Server", every: float) -> None:
+def _run(endpoint: _native.NativeTunnel, every: float, as_json: bool) -> None:
     endpoint.start()
     try:
-        while endpoint.running:
-            time.sleep(every or 0.2)
-            if every:
-                print(endpoint.stats(), file=sys.stderr)
+        next_report = time.monotonic() + every if every else None
+        while endpoint.is_running():
+            time.sleep(0.05 if next_report is None else max(0.0, min(0.05, next_report - time.monotonic())))
+            if next_report is not None and time.monotonic() >= next_report:
+                next_report += every
+                if as_json:
+                    print(endpoint.stats_json(), flush=True)
+                else:
+                    print(endpoint.stats_text(), file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:
         endpoint.stop()
+        if as_json:
+            print(endpoint.stats_json(), flush=True)
 
 
 def _bridge(listen: str, upstream: str) -> None:
@@ -89,18 +114,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mptunnel", description="Multipath UDP tunnel")
     ap.add_argument("--version", action="version", version=__version__)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("client", help="mpclient: LISTEN_PORT CONFIG_FILE")
-    c.add_argument("listen_port", nargs="?")
-    c.add_argument("config_file", nargs="?")
-    c.add_argument("--listen")
-    c.add_argument("--path", action="append", default=[])
-    c.add_argument("--mode")
-    _common(c)
-    s = sub.add_parser("server", help="mpserver: LISTEN_PORT TARGET_HOST TARGET_PORT")
-    s.add_argument("positionals", nargs="*")
-    s.add_argument("--listen")
-    s.add_argument("--target")
-    _common(s)
+    for role, (usage, tool) in _POSITIONALS.items():
+        p = sub.add_parser(role, help=f"{tool}: {usage}")
+        p.add_argument("positionals", nargs="*", metavar="ARG", help=f"{usage}, as {tool} takes them")
+        _add_table_options(p, role)
     b = sub.add_parser("bridge", help="a plain UDP relay: LISTEN UPSTREAM")
     b.add_argument("listen")
     b.add_argument("upstream")
@@ -109,22 +126,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.cmd == "bridge":
             _bridge(a.listen, a.upstream)
             return 0
-        extra = {"key_file": a.key_file, "idle_timeout": a.idle_timeout, "max_sessions": a.max_sessions}
-        if a.cmd == "client":
-            listen = a.listen or (_listen(a.listen_port) if a.listen_port else None)
-            if listen is None:
-                raise ConfigError("no listen address (LISTEN_PORT or --listen)")
-            conf = a.config_file if a.listen is None else (a.config_file or a.listen_port)
-            ep: "Client | Server" = Client(listen=listen, paths=a.path, mode=a.mode, config=conf, **extra)
-        else:
-            pos: List[str] = a.positionals
-            listen = a.listen or (_listen(pos[0]) if pos else None)
-            target = a.target
-            rest = pos[1:] if a.listen is None else pos
-            if target is None and len(rest) == 2:
-                target = f"{rest[0]}:{rest[1]}"
-            ep = Server(listen=listen or "0.0.0.0:0", target=target, **extra)
-        _run(ep, a.stats_interval)
+        given: List[Tuple[str, str]] = []
+        for o in options():
+            value = getattr(a, o["name"], None)
+            if value is None:
+                continue
+            if o["kind"] == "path":
+                given.extend((o["name"], v) for v in value)
+            elif o["kind"] == "flag":
+                given.append((o["name"], "true"))
+            else:
+                given.append((o["name"], value))
+        ep = _native.NativeTunnel.from_command_line(a.cmd, list(a.positionals), given)
+        every = float(a.__dict__.get("stats-interval") or 0)
+        _run(ep, every, bool(a.__dict__.get("stats-json")))
     except (ConfigError, Error, OSError) as e:
         print(f"mptunnel: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1

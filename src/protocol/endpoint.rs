@@ -1,0 +1,421 @@
+//! What both endpoint roles share: parameters, the codec, our epoch, the control sequence,
+//! the outbox and its buffer pool, counters, timers and events ([`Core`]), and what drivers
+//! take from an endpoint of either role ([`Endpoint`]). Client and server wrap the core
+//! with their own routing (where packets come from and go to); `D` is the role's
+//! destination type.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use log::warn;
+
+use super::crypto::Codec;
+use super::event::Event;
+use super::packet::{
+    Challenge, DecodeError, Header, PacketType, Probe, ProbeAck, Response, CHALLENGE_LEN,
+    CONTROL_SESSION, PROBE_ACK_LEN, RESPONSE_LEN,
+};
+use super::params::Params;
+use super::path::PathStats;
+use super::rng::Rng;
+use super::session::Refusal;
+use super::stats::{Counters, Stats};
+use super::timer::TimerTable;
+use super::transmit::{BufPool, Transmit};
+use super::RateLimit;
+
+/// Warnings that could repeat per packet come at most this often.
+pub(crate) const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The shared part of an endpoint (opaque outside the protocol layer).
+#[derive(Debug)]
+pub struct Core<D> {
+    pub(crate) params: Params,
+    pub(crate) codec: Codec,
+    pub(crate) epoch: u64,
+    pub(crate) rng: Rng,
+    pub(crate) start: Instant,
+    pub(crate) counters: Counters,
+    pub(crate) timers: TimerTable,
+    control_seq: u64,
+    out: VecDeque<Transmit<D>>,
+    events: VecDeque<Event>,
+    pool: BufPool,
+    scratch: Vec<u8>,
+    last_cap_warn: RateLimit,
+    last_auth_warn: RateLimit,
+}
+
+impl<D> Core<D> {
+    /// A new endpoint core; `seed` drives its epoch and ids.
+    pub(crate) fn new(params: Params, seed: u64, now: Instant) -> Self {
+        let mut rng = Rng::new(seed);
+        let epoch = rng.nonzero_u64();
+        let codec = Codec::new(params.key.as_ref());
+        Core {
+            params,
+            codec,
+            epoch,
+            rng,
+            start: now,
+            counters: Counters::default(),
+            timers: TimerTable::default(),
+            control_seq: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            pool: BufPool::default(),
+            scratch: Vec::with_capacity(2048),
+            last_cap_warn: RateLimit::default(),
+            last_auth_warn: RateLimit::default(),
+        }
+    }
+
+    /// Microseconds since this endpoint started (what its challenges carry).
+    pub(crate) fn uptime_us(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_micros() as u64
+    }
+
+    // ---- input ---------------------------------------------------------------------------
+
+    /// A datagram from the network: counts it and parses its header (checking that its mode,
+    /// sealed or not, is ours), without verifying the trailer. Bad ones are counted (and an
+    /// authentication mismatch warned about, naming `origin`).
+    pub(crate) fn parse(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        origin: &dyn fmt::Display,
+    ) -> Option<Header> {
+        self.counters.net_rx_packets += 1;
+        self.counters.net_rx_bytes += bytes.len() as u64;
+        match self.codec.parse(bytes) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                self.count_decode_error(now, origin, e);
+                None
+            }
+        }
+    }
+
+    /// The buffer sealed payloads are decrypted into; give it back with [`put_scratch`].
+    pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.scratch)
+    }
+
+    /// Returns the buffer of [`take_scratch`].
+    pub(crate) fn put_scratch(&mut self, s: Vec<u8>) {
+        self.scratch = s;
+    }
+
+    /// Verifies (and decrypts into `scratch`) a packet [`parse`](Self::parse) accepted;
+    /// failures are counted.
+    pub(crate) fn open<'a>(
+        &mut self,
+        now: Instant,
+        bytes: &'a [u8],
+        scratch: &'a mut Vec<u8>,
+        origin: &dyn fmt::Display,
+    ) -> Option<&'a [u8]> {
+        match self.codec.open(bytes, scratch) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.count_decode_error(now, origin, e);
+                None
+            }
+        }
+    }
+
+    fn count_decode_error(&mut self, now: Instant, origin: &dyn fmt::Display, e: DecodeError) {
+        match e {
+            DecodeError::Checksum => self.counters.checksum_errors += 1,
+            DecodeError::Auth | DecodeError::SealMismatch => {
+                self.counters.auth_failures += 1;
+                if self.last_auth_warn.ready(now, WARN_EVERY) {
+                    let why = match (e, self.codec.sealed()) {
+                        (DecodeError::Auth, _) => "the peer uses another key",
+                        (_, true) => "the peer sends plaintext: it has no key",
+                        (_, false) => "the peer encrypts: this side has no key",
+                    };
+                    warn!(
+                        "packets {origin} fail authentication: {why} ({} so far; next report in 10 s)",
+                        self.counters.auth_failures
+                    );
+                }
+            }
+            _ => self.counters.malformed += 1,
+        }
+    }
+
+    /// A datagram from the local side (apps, the target): counted; false (and counted as
+    /// oversized) when it is too large to carry unsplit.
+    pub(crate) fn accept_local(&mut self, len: usize) -> bool {
+        self.counters.local_rx_datagrams += 1;
+        self.counters.local_rx_bytes += len as u64;
+        if len > self.codec.max_payload() {
+            self.counters.oversized += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Counts a packet of a session that admission refused.
+    pub(crate) fn count_refusal(&mut self, r: Refusal) {
+        match r {
+            Refusal::Window(r) => self.counters.count_reject(r),
+            Refusal::HeldDuplicate => self.counters.duplicates += 1,
+            Refusal::StaleEpoch => self.counters.stale_epoch += 1,
+        }
+    }
+
+    /// A new session would exceed the cap: counted, and warned about (rate-limited) with
+    /// `what` saying what is refused.
+    pub(crate) fn refuse_over_cap(&mut self, now: Instant, what: &dyn fmt::Display) {
+        self.counters.session_cap_drops += 1;
+        if self.last_cap_warn.ready(now, WARN_EVERY) {
+            warn!("session cap ({}) reached: {what}", self.params.max_sessions);
+        }
+    }
+
+    /// A PROBE on the control session, parsed; anything else is counted as malformed.
+    pub(crate) fn parse_probe(&mut self, header: &Header, payload: &[u8]) -> Option<Probe> {
+        match Probe::parse(payload) {
+            Ok(p) if header.session == CONTROL_SESSION => Some(p),
+            _ => {
+                self.counters.malformed += 1;
+                None
+            }
+        }
+    }
+
+    /// The PROBE_ACK answering `probe` (from `header`), saying `received` of the peer's
+    /// probes arrived on that path.
+    pub(crate) fn probe_ack(
+        &mut self,
+        header: &Header,
+        probe: Probe,
+        received: u64,
+    ) -> (Header, [u8; PROBE_ACK_LEN]) {
+        let ack = ProbeAck {
+            echo_seq: header.seq,
+            echo_token: probe.token,
+            probes_received: received,
+        };
+        (self.control_header(PacketType::ProbeAck), ack.to_bytes())
+    }
+
+    /// A CHALLENGE about this endpoint as it is now (control session, our epoch); an
+    /// unparsable one is counted as malformed, one for an old instance ignored.
+    pub(crate) fn parse_challenge(&mut self, header: &Header, payload: &[u8]) -> Option<Challenge> {
+        let Ok(ch) = Challenge::parse(payload) else {
+            self.counters.malformed += 1;
+            return None;
+        };
+        (header.session == CONTROL_SESSION && ch.epoch == self.epoch).then_some(ch)
+    }
+
+    /// A CHALLENGE packet (counted as sent): its header and payload.
+    pub(crate) fn challenge_packet(&mut self, ch: &Challenge) -> (Header, [u8; CHALLENGE_LEN]) {
+        self.counters.challenges_sent += 1;
+        (self.control_header(PacketType::Challenge), ch.to_bytes())
+    }
+
+    /// The RESPONSE to `ch`: its header and payload.
+    pub(crate) fn response_packet(
+        &mut self,
+        ch: Challenge,
+        fresh_from: u64,
+    ) -> (Header, [u8; RESPONSE_LEN]) {
+        let r = Response {
+            challenge: ch,
+            fresh_from,
+        };
+        (self.control_header(PacketType::Response), r.to_bytes())
+    }
+
+    // ---- output --------------------------------------------------------------------------
+
+    /// The header of this endpoint's next control packet (its own sequence, session 0).
+    pub(crate) fn control_header(&mut self, ptype: PacketType) -> Header {
+        self.control_seq += 1;
+        self.header(ptype, CONTROL_SESSION, self.control_seq)
+    }
+
+    /// A header of ours.
+    pub(crate) fn header(&self, ptype: PacketType, session: u64, seq: u64) -> Header {
+        Header {
+            ptype,
+            flags: 0,
+            session,
+            epoch: self.epoch,
+            seq,
+        }
+    }
+
+    /// Encodes (and seals) a packet once, into a pooled buffer, however many copies then go.
+    pub(crate) fn encode(&mut self, header: &Header, payload: &[u8]) -> Vec<u8> {
+        let mut buf = self.pool.get();
+        self.codec.encode(&mut buf, header, payload);
+        buf
+    }
+
+    /// Queues an encoded packet for `copies` destinations (counted as sent).
+    pub(crate) fn queue(&mut self, dest: D, buf: Vec<u8>, copies: usize) {
+        self.counters.net_tx_packets += copies as u64;
+        self.counters.net_tx_bytes += (buf.len() * copies) as u64;
+        self.out.push_back(Transmit { dest, data: buf });
+    }
+
+    /// Gives back a buffer that will not be sent.
+    pub(crate) fn discard(&mut self, buf: Vec<u8>) {
+        self.pool.put(buf);
+    }
+
+    /// Queues a payload for the local side (an app, the target).
+    pub(crate) fn deliver(&mut self, dest: D, payload: &[u8]) {
+        let mut buf = self.pool.get();
+        buf.extend_from_slice(payload);
+        self.counters.local_tx_datagrams += 1;
+        self.counters.local_tx_bytes += payload.len() as u64;
+        self.out.push_back(Transmit { dest, data: buf });
+    }
+
+    /// Next packet or delivery for the driver.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit<D>> {
+        self.out.pop_front()
+    }
+
+    /// Gives a transmit's buffer back for reuse.
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        self.pool.put(buf);
+    }
+
+    /// Something for the driver to know; counted where it has a counter.
+    pub(crate) fn push_event(&mut self, e: Event) {
+        match &e {
+            Event::Path(_) => self.counters.path_changes += 1,
+            Event::SessionOpened { .. } => self.counters.sessions_opened += 1,
+            Event::PeerRestarted { .. } => self.counters.peer_restarts += 1,
+            Event::SessionClosed { .. } => {}
+        }
+        self.events.push_back(e);
+    }
+
+    /// Next event for the driver.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// A snapshot with the figures both roles have.
+    pub(crate) fn stats(
+        &self,
+        now: Instant,
+        role: &str,
+        mode: &str,
+        sessions: usize,
+        paths: Vec<PathStats>,
+    ) -> Stats {
+        Stats {
+            role: role.into(),
+            epoch: format!("{:016x}", self.epoch),
+            uptime_s: now.saturating_duration_since(self.start).as_secs_f64(),
+            mode: mode.into(),
+            encrypted: self.codec.sealed(),
+            sessions,
+            totals: self.counters.clone(),
+            paths,
+        }
+    }
+}
+
+/// What a driver takes from an endpoint of either role: packets with their destinations,
+/// events, and buffers to give back.
+pub trait Endpoint {
+    /// Where this role's packets go ([`ClientDest`](super::transmit::ClientDest) or
+    /// [`ServerDest`](super::transmit::ServerDest)).
+    type Dest;
+
+    #[doc(hidden)]
+    fn core(&self) -> &Core<Self::Dest>;
+
+    #[doc(hidden)]
+    fn core_mut(&mut self) -> &mut Core<Self::Dest>;
+
+    /// When `handle_timeout` should next run (`None`: nothing is due until input comes).
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// Runs the timers that are due.
+    fn handle_timeout(&mut self, now: Instant);
+
+    /// A stats snapshot.
+    fn stats(&self, now: Instant) -> Stats;
+
+    /// Clean shutdown: CLOSE to the peer for every session.
+    fn close(&mut self, now: Instant);
+
+    /// Next packet or delivery for the driver.
+    fn poll_transmit(&mut self) -> Option<Transmit<Self::Dest>> {
+        self.core_mut().poll_transmit()
+    }
+
+    /// Next event (path changes, sessions opened and closed, peer restarts). A server's
+    /// driver opens a session's target socket on `SessionOpened`, before it takes the next
+    /// transmit.
+    fn poll_event(&mut self) -> Option<Event> {
+        self.core_mut().poll_event()
+    }
+
+    /// Gives a transmit's buffer back for reuse.
+    fn recycle(&mut self, buf: Vec<u8>) {
+        self.core_mut().recycle(buf);
+    }
+
+    /// The driver could not send `n` packets.
+    fn count_send_errors(&mut self, n: u64) {
+        self.core_mut().counters.send_errors += n;
+    }
+
+    /// Counters so far.
+    fn counters(&self) -> &Counters {
+        &self.core().counters
+    }
+
+    /// This endpoint's epoch.
+    fn epoch(&self) -> u64 {
+        self.core().epoch
+    }
+}
+
+/// Implements [`Endpoint`] for a role's type (`$t`, whose `core` field is a `Core<$d>`).
+macro_rules! endpoint_of {
+    ($t:ty, $d:ty) => {
+        impl $crate::protocol::endpoint::Endpoint for $t {
+            type Dest = $d;
+
+            fn core(&self) -> &$crate::protocol::endpoint::Core<$d> {
+                &self.core
+            }
+
+            fn core_mut(&mut self) -> &mut $crate::protocol::endpoint::Core<$d> {
+                &mut self.core
+            }
+
+            fn poll_timeout(&self) -> Option<std::time::Instant> {
+                <$t>::poll_timeout(self)
+            }
+
+            fn handle_timeout(&mut self, now: std::time::Instant) {
+                <$t>::handle_timeout(self, now)
+            }
+
+            fn stats(&self, now: std::time::Instant) -> $crate::protocol::stats::Stats {
+                <$t>::stats(self, now)
+            }
+
+            fn close(&mut self, now: std::time::Instant) {
+                <$t>::close(self, now)
+            }
+        }
+    };
+}
+pub(crate) use endpoint_of;
