@@ -367,7 +367,7 @@ mpt_result mpt_socket_recv(mpt_socket *s, uint8_t *buf, size_t cap, size_t *len,
 mpt_fd mpt_socket_fd(const mpt_socket *s);
 
 /**
- * The largest datagram this socket carries (65475 plain, 65463 with a key); 0 if `s` is
+ * The largest datagram this socket carries (65475 plain, 65455 with a key); 0 if `s` is
  * NULL.
  *
  * Thread safety: any thread.

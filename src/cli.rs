@@ -183,7 +183,8 @@ mod tests {
             &no_env,
         )
         .unwrap();
-        assert_eq!(c.listen.as_deref(), Some("0.0.0.0:4000"));
+        // A client's bare port is this host's apps only.
+        assert_eq!(c.listen.as_deref(), Some("127.0.0.1:4000"));
         assert_eq!(c.paths.len(), 1);
         assert_eq!(c.params.probe_interval.as_millis(), 100);
     }

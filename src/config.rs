@@ -115,7 +115,7 @@ pub struct Config {
     /// can read), for the caller to log once logging is set up.
     pub warnings: Vec<String>,
     /// True while a config file is being read (a file cannot read another).
-    loading: bool,
+    loading: Option<String>,
 }
 
 impl Config {
@@ -132,7 +132,7 @@ impl Config {
             stats_json: false,
             log_level: None,
             warnings: Vec::new(),
-            loading: false,
+            loading: None,
         }
     }
 
@@ -154,7 +154,17 @@ impl Config {
                 spec.name
             )));
         }
-        let value = parse_value(spec, value.trim())?;
+        let mut value = value.trim().to_string();
+        if spec.name == "listen"
+            && self.role == Role::Client
+            && !value.is_empty()
+            && value.chars().all(|c| c.is_ascii_digit())
+        {
+            // A client forwards whatever reaches its port into the tunnel: a bare port is
+            // this host's apps only (127.0.0.1), not the LAN (`0.0.0.0:PORT` for that).
+            value = format!("127.0.0.1:{value}");
+        }
+        let value = parse_value(spec, &value)?;
         self.apply(spec.name, value)
     }
 
@@ -165,7 +175,7 @@ impl Config {
             ("target", Value::Text(v)) => self.target = Some(v),
             ("path", Value::Path(p)) => self.add_path(p)?,
             ("config", Value::Text(f)) => {
-                if self.loading {
+                if self.loading.is_some() {
                     return Err(ConfigError::new(format!(
                         "a config file cannot read another ('{f}')"
                     )));
@@ -185,7 +195,15 @@ impl Config {
                 }
                 self.params.window_size = w as usize;
             }
-            ("key", Value::Key(k)) => self.params.key = Some(k),
+            ("key", Value::Key(k)) => {
+                self.params.key = Some(k);
+                // A key written in a config file is as secret as a key file.
+                if let Some(file) = &self.loading {
+                    self.warnings.extend(
+                        key_file_warning(file).map(|w| w.replacen("key file", "config file", 1)),
+                    );
+                }
+            }
             ("key-file", Value::Text(f)) => {
                 let (key, warning) = read_key_file(&f)?;
                 self.params.key = Some(key);
@@ -226,7 +244,7 @@ impl Config {
 
     /// Parses config text; `name` is used in error locations.
     pub fn load_str(&mut self, text: &str, name: &str) -> Result<(), ConfigError> {
-        let outer = std::mem::replace(&mut self.loading, true);
+        let outer = self.loading.replace(name.to_string());
         let r = self.load_lines(text, name);
         self.loading = outer;
         r
@@ -395,7 +413,10 @@ fn key_file_warning(path: &str) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
     (mode & 0o077 != 0).then(|| {
-        format!("key file '{path}' can be read by other users (mode {mode:o}): chmod 600 '{path}'")
+        format!(
+            "key file '{path}' holds a key and can be read by other users (mode {mode:o}): \
+             chmod 600 '{path}'"
+        )
     })
 }
 
@@ -541,8 +562,9 @@ pub fn join_host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// A listen address: `PORT` means all IPv4 addresses, as the original tool does. Port 0
-/// (any free port) is allowed here, for programs that read the bound address back.
+/// A listen address: `PORT` means all IPv4 addresses, as the original tool does (a client's
+/// bare port is made 127.0.0.1 before it gets here). Port 0 (any free port) is allowed, for
+/// programs that read the bound address back.
 pub fn normalize_listen(s: &str) -> Result<String, ConfigError> {
     let any_port = |p: &str| if p == "0" { Ok(0) } else { parse_port(p) };
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
@@ -699,6 +721,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("/nonexistent/key"));
+    }
+
+    /// A key inside a config file others can read is warned about like a key file; a bad
+    /// one is refused without its text in the message.
+    #[cfg(unix)]
+    #[test]
+    fn a_key_in_a_config_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let k = Key::generate().unwrap().to_base64();
+        let f = std::env::temp_dir().join(format!("mpt-conf-key-{}", std::process::id()));
+        std::fs::write(&f, format!("key = {k}\n")).unwrap();
+        for (mode, warned) in [(0o644, true), (0o600, false)] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let mut c = Config::new(Role::Server);
+            c.load_file(&f).unwrap();
+            assert!(c.params.key.is_some());
+            assert_eq!(!c.warnings.is_empty(), warned, "{mode:o}: {:?}", c.warnings);
+            assert!(c.warnings.iter().all(|w| !w.contains(&k)));
+        }
+        let bad = format!("{}!", &k[..43]);
+        std::fs::write(&f, format!("key = {bad}\n")).unwrap();
+        let e = Config::new(Role::Server)
+            .load_file(&f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":1:") && !e.contains(&bad[..20]), "{e}");
+        std::fs::remove_file(&f).unwrap();
     }
 
     #[test]

@@ -123,7 +123,8 @@ pub static OPTIONS: &[OptionSpec] = &[
         value_name: "ADDR",
         default: None,
         help: "Where to listen: local apps send to it (client), bridges send to it (server). \
-               HOST:PORT, [IPv6]:PORT, or a bare port (all IPv4 addresses).",
+               HOST:PORT, [IPv6]:PORT, or a bare port: 127.0.0.1 for a client (0.0.0.0:PORT \
+               serves a LAN), all IPv4 addresses for a server.",
     },
     OptionSpec {
         name: "target",

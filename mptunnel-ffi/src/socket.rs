@@ -145,7 +145,7 @@ pub extern "C" fn mpt_socket_fd(s: *const mpt_socket) -> mpt_fd {
     })
 }
 
-/// The largest datagram this socket carries (65475 plain, 65463 with a key); 0 if `s` is
+/// The largest datagram this socket carries (65475 plain, 65455 with a key); 0 if `s` is
 /// NULL.
 ///
 /// Thread safety: any thread.

@@ -93,11 +93,16 @@ pub(super) fn build(setup: Setup) -> Result<ClientDriver, Error> {
         config.params.clone(),
         config.mode,
         specs,
-        setup.seed,
+        &setup.seed,
         setup.now,
     );
+    let reach = if local_addr.ip().is_loopback() {
+        " (apps on this host only; --listen 0.0.0.0:PORT serves a LAN)"
+    } else {
+        ""
+    };
     info!(
-        "mpclient listening on {local_addr} with {} paths, epoch {:016x}",
+        "mpclient listening on {local_addr}{reach} with {} paths, epoch {:016x}",
         paths.len(),
         endpoint.epoch()
     );
@@ -162,13 +167,10 @@ fn flush_to(paths: &[UdpSocket], apps: &Apps, e: &mut Client, log: &mut RateLimi
         |dest, data| {
             let mut failed = Failures::default();
             match *dest {
-                ClientDest::Paths(mask) => {
-                    for (i, sock) in paths.iter().enumerate() {
-                        if mask & (1 << i) != 0 {
-                            failed.note(sock.send(data), &format_args!("path {i}"));
-                        }
-                    }
-                }
+                ClientDest::Path(i) => match paths.get(i) {
+                    Some(sock) => failed.note(sock.send(data), &format_args!("path {i}")),
+                    None => failed.missing(format!("no path {i}")),
+                },
                 ClientDest::App(app) => apps.deliver(app, data, &mut failed),
             }
             failed

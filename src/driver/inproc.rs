@@ -274,8 +274,11 @@ impl Runner {
         let inproc =
             Inproc::new().map_err(|e| Error::Io("cannot create notification pipe".into(), e))?;
         let tunnel = Tunnel::build(config, Local::InProcess(Arc::clone(&inproc)))?;
-        let max_datagram =
-            crate::protocol::crypto::Codec::new(config.params.key.as_ref()).max_payload();
+        let max_datagram = crate::protocol::crypto::Codec::new(
+            config.params.key.as_ref(),
+            crate::protocol::packet::Sender::Client,
+        )
+        .max_payload();
         Ok(Runner {
             running: tunnel.start()?,
             max_datagram,

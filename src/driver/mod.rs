@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::{Config, ConfigError, Role};
+use crate::protocol::secure_rng::Seed;
 use crate::protocol::stats::Stats;
 pub use inproc::{MultipathListener, MultipathSocket, NotifyFd, RecvInto};
 pub use lifecycle::{RunningTunnel, SharedTunnel};
@@ -182,19 +183,6 @@ impl fmt::Debug for Tunnel {
     }
 }
 
-fn random_seed() -> u64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        // Fall back to time and pid: ids need uniqueness, not secrecy.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        return t ^ ((std::process::id() as u64) << 32);
-    }
-    u64::from_le_bytes(b)
-}
-
 /// What an endpoint's local side is: its applications (client) or target (server).
 pub(crate) enum Local {
     /// UDP: the client's listen socket for apps, the server's sockets towards its target.
@@ -207,8 +195,8 @@ pub(crate) enum Local {
 pub(crate) struct Setup<'a> {
     config: &'a Config,
     poll: mio::Poll,
-    /// Seeds the endpoint's epoch and ids.
-    seed: u64,
+    /// Seeds the endpoint's epoch, ids, tokens and nonces.
+    seed: Seed,
     now: Instant,
     local: Local,
 }
@@ -249,7 +237,9 @@ impl Tunnel {
         let waker =
             mio::Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create waker"))?;
         let now = Instant::now();
-        let seed = random_seed();
+        // Epochs, ids, tokens and nonces come from the OS CSPRNG; without one, no start.
+        let seed =
+            Seed::from_os().map_err(|e| Error::Io("cannot start".into(), io::Error::other(e)))?;
         let setup = Setup {
             config,
             poll,

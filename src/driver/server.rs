@@ -156,7 +156,7 @@ pub(super) fn build(setup: Setup) -> Result<ServerDriver, Error> {
             (Target::Udp(socks), addr.to_string())
         }
     };
-    let endpoint = Server::new(params, setup.seed, setup.now);
+    let endpoint = Server::new(params, &setup.seed, setup.now);
     info!(
         "mpserver listening on {local_addr}, forwarding to {shown}, epoch {:016x}",
         endpoint.epoch()
@@ -189,11 +189,7 @@ impl ServerSockets {
             |dest, data| {
                 let mut failed = Failures::default();
                 match *dest {
-                    ServerDest::Bridges(set) => {
-                        for addr in set.as_slice() {
-                            failed.note(listen.send_to(data, *addr), addr);
-                        }
-                    }
+                    ServerDest::Bridge(addr) => failed.note(listen.send_to(data, addr), &addr),
                     ServerDest::Target(id) => target.borrow().deliver(id, data, &mut failed),
                 }
                 failed

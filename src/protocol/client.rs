@@ -1,6 +1,7 @@
 //! The client endpoint's routing: one session per local application address, every datagram
-//! sent on the paths the scheduler picks, replies handed back to the right app. What both
-//! roles share lives in the endpoint core and the session type.
+//! sent on the paths the scheduler picks (one copy per path, each with its path index),
+//! replies handed back to the right app. The server's epochs are tracked once for all
+//! sessions (`Peer`): its DATA sequence is one counter per server epoch.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,11 +11,13 @@ use log::debug;
 
 use super::endpoint::Core;
 use super::event::{CloseReason, Event, PathReason};
-use super::packet::{Challenge, Header, PacketType, Probe, ProbeAck, Response, CONTROL_SESSION};
+use super::packet::{Challenge, Header, PacketType, Probe, ProbeAck, Response, Sender};
 use super::params::Params;
 use super::path::{ClientPath, PathState};
+use super::peer::{Admit, Peer, Refusal};
 use super::scheduler::{Mode, Scheduler};
-use super::session::{idle_sessions, Admit, Session};
+use super::secure_rng::Seed;
+use super::session::{idle_sessions, Session};
 use super::stats::Stats;
 use super::timer::Timer;
 use super::transmit::{ClientDest, PathMask, MAX_PATHS};
@@ -27,12 +30,12 @@ const SWEEP_MIN: Duration = Duration::from_secs(1);
 pub struct Client {
     core: Core<ClientDest>,
     paths: Vec<ClientPath>,
-    /// Sessions by application address; the origin of a packet is a path index.
-    sessions: HashMap<SocketAddr, Session<usize>>,
+    /// Sessions by application address.
+    sessions: HashMap<SocketAddr, Session>,
     by_id: HashMap<u64, SocketAddr>,
+    /// The server's epochs; held packets wait with their session's id.
+    server: Peer<u64>,
     scheduler: Scheduler,
-    /// Sessions with a pending challenge (few).
-    pending: Vec<SocketAddr>,
 }
 
 /// Description of one path for [`Client::new`].
@@ -45,20 +48,28 @@ pub struct PathSpec {
 }
 
 impl Client {
-    /// A client with the given paths (at most [`MAX_PATHS`]); `seed` drives its epoch and ids.
-    pub fn new(params: Params, mode: Mode, paths: Vec<PathSpec>, seed: u64, now: Instant) -> Self {
+    /// A client with the given paths (at most [`MAX_PATHS`]); `seed` drives its epoch, ids
+    /// and nonces.
+    pub fn new(
+        params: Params,
+        mode: Mode,
+        paths: Vec<PathSpec>,
+        seed: &Seed,
+        now: Instant,
+    ) -> Self {
         let paths = paths
             .into_iter()
             .take(MAX_PATHS)
             .map(|p| ClientPath::new(p.name, p.remote, now))
             .collect();
+        let window = params.window_size;
         Client {
-            core: Core::new(params, seed, now),
+            core: Core::new(params, Sender::Client, seed, now),
             paths,
             sessions: HashMap::new(),
             by_id: HashMap::new(),
+            server: Peer::new(window),
             scheduler: Scheduler::new(mode),
-            pending: Vec::new(),
         }
     }
 
@@ -100,8 +111,10 @@ impl Client {
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
-        let seq = session.next_send(now);
-        let header = self.core.header(PacketType::Data, session.id, seq);
+        session.last_active = now;
+        let id = session.id;
+        let seq = self.core.next_seq(now);
+        let header = self.core.header(PacketType::Data, id, seq);
         self.send_on_scheduled(&header, payload);
     }
 
@@ -115,8 +128,11 @@ impl Client {
         while self.by_id.contains_key(&id) {
             id = self.core.rng.nonzero_u64();
         }
-        let window = self.core.params.window_size;
-        self.sessions.insert(from, Session::new(id, window, now));
+        let session = Session {
+            id,
+            last_active: now,
+        };
+        self.sessions.insert(from, session);
         self.by_id.insert(id, from);
         self.core.push_event(Event::SessionOpened { session: id });
         let idle = self.core.params.idle_timeout;
@@ -134,20 +150,20 @@ impl Client {
         self.send_on(mask, header, payload);
     }
 
+    /// Sends one copy on each path of `mask`: sealed once, each copy with its path index.
     fn send_on(&mut self, mask: PathMask, header: &Header, payload: &[u8]) {
         if mask == 0 {
             return;
         }
-        // Encoded (and sealed) once; the same bytes go on every path.
-        let buf = self.core.encode(header, payload);
-        let mut copies = 0;
-        for (i, p) in self.paths.iter_mut().enumerate() {
+        let template = self.core.prepare(header, payload);
+        for i in 0..self.paths.len() {
             if mask & (1 << i) != 0 {
-                p.on_send(buf.len());
-                copies += 1;
+                let copy = self.core.copy(&template, i as u8);
+                self.paths[i].on_send(copy.len());
+                self.core.queue(ClientDest::Path(i), copy);
             }
         }
-        self.core.queue(ClientDest::Paths(mask), buf, copies);
+        self.core.discard(template);
     }
 
     /// A datagram that arrived on path `path`.
@@ -163,9 +179,15 @@ impl Client {
         let Some(header) = self.core.parse(now, bytes, &origin) else {
             return;
         };
-        // Duplicates are refused before paying for verification.
-        if header.ptype == PacketType::Data && !self.precheck_data(&header) {
+        if !self.core.verify_path(now, bytes, &origin) {
             return;
+        }
+        if header.ptype == PacketType::Data {
+            self.paths[path].on_peer_data(header.epoch);
+            // Duplicates are refused before paying for decryption.
+            if !self.precheck_data(&header) {
+                return;
+            }
         }
         let mut scratch = self.core.take_scratch();
         let origin = format_args!("on path {}", self.paths[path].name());
@@ -180,7 +202,7 @@ impl Client {
             let change = self.paths[path].change(path, old, PathReason::Heard);
             self.core.push_event(Event::Path(change));
         }
-        if header.session == CONTROL_SESSION {
+        if header.session == super::packet::CONTROL_SESSION {
             if let Err(r) = self.paths[path].accept_control(header.epoch, header.seq) {
                 self.core.counters.count_reject(r);
                 return;
@@ -193,21 +215,18 @@ impl Client {
             PacketType::Close => self.on_close(header),
             PacketType::Challenge => self.on_challenge(now, path, header, payload),
             PacketType::Response => self.on_response(header, payload),
-            PacketType::TargetRequest | PacketType::TargetDeny => self.core.counters.malformed += 1,
+            t if t.reserved() => self.core.counters.unsupported += 1,
+            _ => self.core.counters.malformed += 1,
         }
     }
 
-    /// Window (and hold queue) check for DATA before verification; false = dropped.
+    /// Window (and hold queue) check for DATA before decryption; false = dropped.
     fn precheck_data(&mut self, header: &Header) -> bool {
-        let Some(session) = self
-            .by_id
-            .get(&header.session)
-            .and_then(|a| self.sessions.get(a))
-        else {
+        if !self.by_id.contains_key(&header.session) {
             self.core.counters.unknown_session += 1;
             return false;
-        };
-        match session.precheck(header) {
+        }
+        match self.server.precheck(header) {
             Ok(()) => true,
             Err(r) => {
                 self.core.count_refusal(r);
@@ -220,18 +239,19 @@ impl Client {
         let Some(&app) = self.by_id.get(&header.session) else {
             return;
         };
-        let sealed = self.core.codec.sealed();
-        let Some(session) = self.sessions.get_mut(&app) else {
-            return;
-        };
         let rng = &mut self.core.rng;
-        match session.admit(now, header, payload, path, sealed, || rng.next_u128()) {
+        match self
+            .server
+            .admit(header, payload, header.session, now, || rng.next_u128())
+        {
             Admit::Deliver { restarted } => {
                 if restarted {
                     self.core.push_event(Event::PeerRestarted {
-                        session: header.session,
                         epoch: header.epoch,
                     });
+                }
+                if let Some(s) = self.sessions.get_mut(&app) {
+                    s.last_active = now;
                 }
                 self.core.deliver(ClientDest::App(app), payload);
             }
@@ -241,13 +261,13 @@ impl Client {
                 }
             }
             Admit::Challenge => {
-                let uptime = self.core.uptime_us(now);
-                let Some(p) = &session.pending else { return };
-                let ch = p.challenge(header.session, uptime);
-                let next_try = p.next_try;
-                self.pending.push(app);
-                self.core.timers.set_earliest(Timer::Challenge, next_try);
-                // On every path: one lost challenge would stall the session.
+                // A new server epoch (it restarted): it answers before its packets count.
+                let Some(p) = &self.server.pending else {
+                    return;
+                };
+                let ch = p.challenge(header.session, self.core.uptime_us(now));
+                self.core.timers.set_earliest(Timer::Challenge, p.next_try);
+                // On every path: one lost challenge would stall the tunnel.
                 let mask = self.scheduled() | (1 << path);
                 self.send_challenge(mask, ch);
             }
@@ -264,24 +284,14 @@ impl Client {
         let Some(ch) = self.core.parse_challenge(header, payload) else {
             return;
         };
-        let fresh_from = match self
-            .by_id
-            .get(&ch.session)
-            .and_then(|a| self.sessions.get(a))
-        {
-            Some(s) => {
-                // The fastest path's RTT (0 while unmeasured): the client measures it.
-                let rtt = self
-                    .paths
-                    .iter()
-                    .filter_map(|p| p.srtt())
-                    .min()
-                    .unwrap_or_default();
-                s.fresh_from(now, ch.uptime_us, rtt, self.core.start)
-            }
-            // We sent nothing in this session under this epoch: nothing of it is fresh.
-            None => u64::MAX,
-        };
+        // The fastest path's RTT (0 while unmeasured): the client measures it.
+        let rtt = self
+            .paths
+            .iter()
+            .filter_map(|p| p.srtt())
+            .min()
+            .unwrap_or_default();
+        let fresh_from = self.core.fresh_from(now, ch.age_us, rtt);
         let (h, p) = self.core.response_packet(ch, fresh_from);
         self.send_on(1 << path, &h, &p);
     }
@@ -291,28 +301,21 @@ impl Client {
             self.core.counters.malformed += 1;
             return;
         };
-        let Some(&app) = self.by_id.get(&r.challenge.session) else {
-            return;
-        };
-        let Some(session) = self.sessions.get_mut(&app) else {
-            return;
-        };
-        let Some(p) = session.take_answered(&r, header.epoch) else {
+        let Some(p) = self.server.take_answered(&r, header.epoch) else {
             return;
         };
         let epoch = p.epoch;
-        self.pending.retain(|a| *a != app);
         self.core.counters.challenges_answered += 1;
-        let (restarted, released) = session.admit_answered(p, r.fresh_from);
+        let (restarted, released) = self.server.admit_answered(p, r.fresh_from);
         if restarted {
-            self.core.push_event(Event::PeerRestarted {
-                session: r.challenge.session,
-                epoch,
-            });
+            self.core.push_event(Event::PeerRestarted { epoch });
         }
         self.core.counters.stale_epoch += released.refused;
-        for (data, _) in released.deliver {
-            self.core.deliver(ClientDest::App(app), &data);
+        for (data, session) in released.deliver {
+            match self.by_id.get(&session) {
+                Some(&app) => self.core.deliver(ClientDest::App(app), &data),
+                None => self.core.counters.unknown_session += 1,
+            }
         }
     }
 
@@ -320,8 +323,8 @@ impl Client {
         let Some(probe) = self.core.parse_probe(header, payload) else {
             return;
         };
-        let received = self.paths[path].on_peer_probe(header.epoch);
-        let (h, ack) = self.core.probe_ack(header, probe, received);
+        let counts = self.paths[path].on_peer_probe(header.epoch);
+        let (h, ack) = self.core.probe_ack(header, probe, counts);
         self.send_on(1 << path, &h, &ack);
     }
 
@@ -337,22 +340,21 @@ impl Client {
         }
     }
 
+    /// A server sends CLOSE when it shuts down: its epoch ends for every session. The
+    /// sessions stay; the next server epoch is admitted after a challenge.
     fn on_close(&mut self, header: &Header) {
-        let Some(&app) = self.by_id.get(&header.session) else {
+        if !self.by_id.contains_key(&header.session) {
             self.core.counters.unknown_session += 1;
             return;
-        };
-        let Some(session) = self.sessions.get_mut(&app) else {
-            return;
-        };
-        match session.accept_close(header) {
+        }
+        match self.server.accept_close(header) {
             Ok(()) => {
-                // The server dropped its state for this session. Keep ours: the app's next
-                // datagram opens it again on the server, under the server's next epoch.
-                session.peer.close_current();
+                self.server.windows.close_current();
                 self.core.counters.close_received += 1;
-                debug!("server closed session {:016x}", header.session);
+                debug!("server epoch {:016x} closed", header.epoch);
             }
+            // The first CLOSE of a shutdown ended the epoch; the others are expected.
+            Err(Refusal::StaleEpoch) => {}
             Err(r) => self.core.count_refusal(r),
         }
     }
@@ -376,7 +378,7 @@ impl Client {
         }
         for t in self.core.timers.take_all_expired(now) {
             match t {
-                Timer::Challenge => self.retry_challenges(now),
+                Timer::Challenge => self.retry_challenge(now),
                 Timer::Sweep => self.sweep(now),
                 Timer::Validation => {}
             }
@@ -389,7 +391,7 @@ impl Client {
         let (expired, next) = idle_sessions(self.sessions.iter(), now, idle);
         for app in expired {
             debug!("session for {app} expired");
-            self.remove_session(app, CloseReason::Expired);
+            self.remove_session(now, app, CloseReason::Expired);
             self.core.counters.sessions_expired += 1;
         }
         if let Some(next) = next {
@@ -399,68 +401,48 @@ impl Client {
         }
     }
 
-    fn retry_challenges(&mut self, now: Instant) {
+    fn retry_challenge(&mut self, now: Instant) {
         use super::fresh::Retry;
-        let uptime = self.core.uptime_us(now);
-        let mut i = 0;
-        let mut next: Option<Instant> = None;
-        while i < self.pending.len() {
-            let app = self.pending[i];
-            let Some(session) = self.sessions.get_mut(&app) else {
-                self.pending.swap_remove(i);
-                continue;
-            };
-            let Some(p) = &mut session.pending else {
-                self.pending.swap_remove(i);
-                continue;
-            };
-            match p.poll_retry(now) {
-                Retry::Wait => {}
-                Retry::GiveUp => {
-                    debug!(
-                        "session {:016x}: server epoch {:016x} never answered",
-                        session.id, p.epoch
-                    );
-                    self.core.counters.held_dropped += p.held.len() as u64;
-                    session.pending = None;
-                    self.pending.swap_remove(i);
-                    continue;
-                }
-                Retry::Resend => {
-                    let ch = p.challenge(session.id, uptime);
-                    let mask = self.scheduled();
-                    self.send_challenge(mask, ch);
-                }
+        let age = self.core.uptime_us(now);
+        let Some(p) = &mut self.server.pending else {
+            return;
+        };
+        match p.poll_retry(now) {
+            Retry::Wait => self.core.timers.set(Timer::Challenge, p.next_try),
+            Retry::GiveUp => {
+                debug!("server epoch {:016x} never answered", p.epoch);
+                self.core.counters.held_dropped += p.held.len() as u64;
+                self.server.pending = None;
             }
-            if let Some(p) = self.sessions.get(&app).and_then(|s| s.pending.as_ref()) {
-                next = Some(next.map_or(p.next_try, |t| t.min(p.next_try)));
+            Retry::Resend => {
+                let session = p.held.first().map_or(0, |(_, _, s)| *s);
+                let ch = p.challenge(session, age);
+                self.core.timers.set(Timer::Challenge, p.next_try);
+                let mask = self.scheduled();
+                self.send_challenge(mask, ch);
             }
-            i += 1;
-        }
-        if let Some(t) = next {
-            self.core.timers.set(Timer::Challenge, t);
         }
     }
 
-    fn remove_session(&mut self, app: SocketAddr, reason: CloseReason) {
+    fn remove_session(&mut self, now: Instant, app: SocketAddr, reason: CloseReason) {
         if let Some(s) = self.sessions.remove(&app) {
             self.by_id.remove(&s.id);
-            self.pending.retain(|a| *a != app);
             self.core.push_event(Event::SessionClosed {
                 session: s.id,
                 reason,
             });
             // Tell the server it can free the session's socket now.
-            let h = self.core.header(PacketType::Close, s.id, s.next_seq);
+            let seq = self.core.next_seq(now);
+            let h = self.core.header(PacketType::Close, s.id, seq);
             self.send_on_scheduled(&h, &[]);
         }
     }
 
     /// Clean shutdown: CLOSE every session so the server frees them at once.
-    pub fn close(&mut self, _now: Instant) {
+    pub fn close(&mut self, now: Instant) {
         let apps: Vec<SocketAddr> = self.sessions.keys().copied().collect();
         for app in apps {
-            self.remove_session(app, CloseReason::Shutdown);
+            self.remove_session(now, app, CloseReason::Shutdown);
             self.core.counters.sessions_closed += 1;
         }
     }

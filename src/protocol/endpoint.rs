@@ -12,14 +12,15 @@ use log::warn;
 
 use super::crypto::Codec;
 use super::event::Event;
+use super::fresh::SendHistory;
 use super::packet::{
-    Challenge, DecodeError, Header, PacketType, Probe, ProbeAck, Response, CHALLENGE_LEN,
+    Challenge, DecodeError, Header, PacketType, Probe, ProbeAck, Response, Sender, CHALLENGE_LEN,
     CONTROL_SESSION, PROBE_ACK_LEN, RESPONSE_LEN,
 };
 use super::params::Params;
 use super::path::PathStats;
-use super::rng::Rng;
-use super::session::Refusal;
+use super::peer::Refusal;
+use super::secure_rng::{SecureRng, Seed};
 use super::stats::{Counters, Stats};
 use super::timer::TimerTable;
 use super::transmit::{BufPool, Transmit};
@@ -34,8 +35,14 @@ pub struct Core<D> {
     pub(crate) params: Params,
     pub(crate) codec: Codec,
     pub(crate) epoch: u64,
-    pub(crate) rng: Rng,
+    /// Epochs, ids, tokens and nonces: unpredictable from anything on the wire.
+    pub(crate) rng: SecureRng,
     pub(crate) start: Instant,
+    /// The next DATA/CLOSE sequence: one counter for every session of this epoch, so that
+    /// a peer keeps one window per epoch and nonces never repeat.
+    next_seq: u64,
+    /// What was sent when, to answer challenges.
+    history: SendHistory,
     pub(crate) counters: Counters,
     pub(crate) timers: TimerTable,
     control_seq: u64,
@@ -45,20 +52,23 @@ pub struct Core<D> {
     scratch: Vec<u8>,
     last_cap_warn: RateLimit,
     last_auth_warn: RateLimit,
+    last_version_warn: RateLimit,
 }
 
 impl<D> Core<D> {
-    /// A new endpoint core; `seed` drives its epoch and ids.
-    pub(crate) fn new(params: Params, seed: u64, now: Instant) -> Self {
-        let mut rng = Rng::new(seed);
+    /// A new endpoint core of `role`; `seed` drives its epoch, ids, tokens and nonces.
+    pub(crate) fn new(params: Params, role: Sender, seed: &Seed, now: Instant) -> Self {
+        let mut rng = SecureRng::new(seed);
         let epoch = rng.nonzero_u64();
-        let codec = Codec::new(params.key.as_ref());
+        let codec = Codec::new(params.key.as_ref(), role);
         Core {
             params,
             codec,
             epoch,
             rng,
             start: now,
+            next_seq: 1,
+            history: SendHistory::default(),
             counters: Counters::default(),
             timers: TimerTable::default(),
             control_seq: 0,
@@ -68,7 +78,29 @@ impl<D> Core<D> {
             scratch: Vec::with_capacity(2048),
             last_cap_warn: RateLimit::default(),
             last_auth_warn: RateLimit::default(),
+            last_version_warn: RateLimit::default(),
         }
+    }
+
+    /// The sequence for the next DATA or CLOSE this endpoint sends at `now`.
+    pub(crate) fn next_seq(&mut self, now: Instant) -> u64 {
+        let seq = self.next_seq;
+        self.history.on_send(now, seq);
+        self.next_seq += 1;
+        seq
+    }
+
+    /// The answer to a challenge that says its sender may have accepted our packets from up
+    /// to `age_us` ago: the first sequence we sent since then (what we sent before may have
+    /// been delivered already). The challenge took about half a round trip to come, and our
+    /// packets about as long to reach the challenger, so `rtt` is taken off too: the caller
+    /// passes the round-trip time it measured, or zero when it measures none (the floor then
+    /// sits up to one round trip late: it refuses a few fresh packets, never admits an old
+    /// one).
+    pub(crate) fn fresh_from(&self, now: Instant, age_us: u64, rtt: Duration) -> u64 {
+        let back = Duration::from_micros(age_us) + rtt;
+        let since = now.checked_sub(back).unwrap_or(self.start);
+        self.history.first_sent_since(since, self.next_seq)
     }
 
     /// Microseconds since this endpoint started (what its challenges carry).
@@ -89,11 +121,47 @@ impl<D> Core<D> {
     ) -> Option<Header> {
         self.counters.net_rx_packets += 1;
         self.counters.net_rx_bytes += bytes.len() as u64;
-        match self.codec.parse(bytes) {
-            Ok(h) => Some(h),
+        let h = match self.codec.parse(bytes) {
+            Ok(h) => h,
+            Err(DecodeError::UnsupportedVersion(1)) => {
+                self.counters.old_version += 1;
+                if self.last_version_warn.ready(now, WARN_EVERY) {
+                    warn!(
+                        "packets {origin}: the peer speaks protocol v1 (an older mptunnel); \
+                         both ends need this version ({} so far; next report in 10 s)",
+                        self.counters.old_version
+                    );
+                }
+                return None;
+            }
             Err(e) => {
                 self.count_decode_error(now, origin, e);
-                None
+                return None;
+            }
+        };
+        // Our own packets sent back to us (a reflecting bridge): never taken for a peer's.
+        if h.sender() == self.codec.role() || h.epoch == self.epoch {
+            self.counters.reflected += 1;
+            return None;
+        }
+        Some(h)
+    }
+
+    /// With a key, checks the copy's path MAC (before the window: a copy whose path index
+    /// was changed never marks it); failures are counted.
+    pub(crate) fn verify_path(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        origin: &dyn fmt::Display,
+    ) -> bool {
+        match self.codec.verify_path(bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                // With another key (or none), every copy fails here first.
+                self.counters.path_auth_failures += 1;
+                self.count_decode_error(now, origin, e);
+                false
             }
         }
     }
@@ -188,18 +256,19 @@ impl<D> Core<D> {
         }
     }
 
-    /// The PROBE_ACK answering `probe` (from `header`), saying `received` of the peer's
-    /// probes arrived on that path.
+    /// The PROBE_ACK answering `probe` (from `header`), saying how many of the peer's
+    /// probes and DATA copies arrived on that path.
     pub(crate) fn probe_ack(
         &mut self,
         header: &Header,
         probe: Probe,
-        received: u64,
+        (probes, data): (u64, u64),
     ) -> (Header, [u8; PROBE_ACK_LEN]) {
         let ack = ProbeAck {
             echo_seq: header.seq,
             echo_token: probe.token,
-            probes_received: received,
+            probes_received: probes,
+            data_received: data,
         };
         (self.control_header(PacketType::ProbeAck), ack.to_bytes())
     }
@@ -241,28 +310,37 @@ impl<D> Core<D> {
         self.header(ptype, CONTROL_SESSION, self.control_seq)
     }
 
-    /// A header of ours.
+    /// A header of ours (its sender flag and path index are set per copy).
     pub(crate) fn header(&self, ptype: PacketType, session: u64, seq: u64) -> Header {
         Header {
             ptype,
             flags: 0,
+            path: 0,
             session,
             epoch: self.epoch,
             seq,
         }
     }
 
-    /// Encodes (and seals) a packet once, into a pooled buffer, however many copies then go.
-    pub(crate) fn encode(&mut self, header: &Header, payload: &[u8]) -> Vec<u8> {
+    /// Encodes (and seals) a packet once, into a pooled buffer that each copy is made from
+    /// with [`copy`](Self::copy); give it back with [`discard`](Self::discard).
+    pub(crate) fn prepare(&mut self, header: &Header, payload: &[u8]) -> Vec<u8> {
         let mut buf = self.pool.get();
-        self.codec.encode(&mut buf, header, payload);
+        self.codec.prepare(&mut buf, header, payload);
         buf
     }
 
-    /// Queues an encoded packet for `copies` destinations (counted as sent).
-    pub(crate) fn queue(&mut self, dest: D, buf: Vec<u8>, copies: usize) {
-        self.counters.net_tx_packets += copies as u64;
-        self.counters.net_tx_bytes += (buf.len() * copies) as u64;
+    /// The copy of a prepared packet for the client's path `path`.
+    pub(crate) fn copy(&mut self, template: &[u8], path: u8) -> Vec<u8> {
+        let mut buf = self.pool.get();
+        self.codec.finish_copy(template, path, &mut buf);
+        buf
+    }
+
+    /// Queues one copy (counted as sent).
+    pub(crate) fn queue(&mut self, dest: D, buf: Vec<u8>) {
+        self.counters.net_tx_packets += 1;
+        self.counters.net_tx_bytes += buf.len() as u64;
         self.out.push_back(Transmit { dest, data: buf });
     }
 

@@ -99,10 +99,8 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
-    /// The peer of a session came back under a new epoch (it restarted).
+    /// The peer came back under a new epoch (it restarted).
     PeerRestarted {
-        /// The session id.
-        session: u64,
         /// The peer's new epoch.
         epoch: u64,
     },
@@ -156,10 +154,9 @@ impl fmt::Display for Event {
                 "event=session_closed session={session:016x} reason={}",
                 reason.name()
             ),
-            Event::PeerRestarted { session, epoch } => write!(
-                f,
-                "event=peer_restarted session={session:016x} epoch={epoch:016x}"
-            ),
+            Event::PeerRestarted { epoch } => {
+                write!(f, "event=peer_restarted epoch={epoch:016x}")
+            }
         }
     }
 }

@@ -1,20 +1,25 @@
-//! Freshness in the keyed mode. A packet recorded earlier still authenticates later, so a
-//! new peer epoch (or, on the server, an unknown session) is admitted only after the peer
-//! answers a CHALLENGE, proving it holds the key now under that epoch. Packets that arrive
-//! meanwhile wait in a small queue and are released when the answer comes.
+//! Freshness. With a key, a packet recorded earlier still authenticates later, so a peer
+//! epoch the receiver does not know is admitted only after the peer answers a CHALLENGE,
+//! proving it holds the key now under that epoch; without one, a client still checks that a
+//! new server epoch answers (return routability). Packets that arrive meanwhile wait in a
+//! queue bounded in packets and bytes and are released when the answer comes. The answer
+//! says which of the peer's packets are fresh, from the record of what it sent when.
 
 use std::time::{Duration, Instant};
 
 use super::packet::{Challenge, Response};
 
 /// Most packets held per pending epoch.
-pub const HOLD_MAX: usize = 128;
+pub const HOLD_MAX: usize = 1024;
+/// Most payload bytes held per pending epoch.
+pub const HOLD_MAX_BYTES: usize = 1 << 20;
 /// Interval between challenge retries (short: a lost challenge delays the whole session).
 pub const CHALLENGE_RETRY: Duration = Duration::from_millis(50);
 /// Challenges sent (per address) before the held packets are given up (about 1 s).
 pub const CHALLENGE_TRIES: u32 = 20;
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
-const HISTORY: usize = 256;
+/// Samples kept: at one per 10 ms of sending, at least 163 s of history.
+const HISTORY: usize = 16_384;
 
 /// A peer epoch waiting for its challenge to be answered. `O` says where a packet came from:
 /// a path index on the client, a bridge address on the server.
@@ -30,6 +35,8 @@ pub struct Pending<O> {
     pub next_try: Instant,
     /// Challenges sent so far.
     pub tries: u32,
+    /// Payload bytes held.
+    pub held_bytes: usize,
     /// Where packets of this epoch came from (a server challenges each).
     pub origins: Vec<O>,
 }
@@ -57,6 +64,7 @@ impl<O: Copy + PartialEq> Pending<O> {
             held: Vec::new(),
             next_try: now + CHALLENGE_RETRY,
             tries: 1,
+            held_bytes: 0,
             origins: Vec::new(),
         }
     }
@@ -75,22 +83,24 @@ impl<O: Copy + PartialEq> Pending<O> {
         self.held.iter().any(|(s, _, _)| *s == seq)
     }
 
-    /// Holds a packet; false (dropped) when the queue is full.
+    /// Holds a packet; false (dropped) when the queue is full, in packets or in bytes.
     pub fn hold(&mut self, seq: u64, payload: &[u8], from: O) -> bool {
-        if self.held.len() >= HOLD_MAX {
+        if self.held.len() >= HOLD_MAX || self.held_bytes + payload.len() > HOLD_MAX_BYTES {
             return false;
         }
+        self.held_bytes += payload.len();
         self.held.push((seq, payload.to_vec(), from));
         true
     }
 
-    /// The challenge for `session` under this pending epoch; `uptime_us` is the challenger's.
-    pub fn challenge(&self, session: u64, uptime_us: u64) -> Challenge {
+    /// The challenge about this pending epoch (brought by `session`): `age_us` is how far back
+    /// the challenger may have accepted packets of that epoch.
+    pub fn challenge(&self, session: u64, age_us: u64) -> Challenge {
         Challenge {
             session,
             epoch: self.epoch,
             nonce: self.nonce,
-            uptime_us,
+            age_us,
         }
     }
 
@@ -115,8 +125,8 @@ impl<O: Copy + PartialEq> Pending<O> {
     }
 }
 
-/// Record of which sequence numbers were sent when (sampled every 10 ms, about 2.5 s deep),
-/// to answer a challenge with the first sequence sent after the challenger started.
+/// Record of which sequence numbers were sent when (sampled every 10 ms of sending, 16,384
+/// samples deep), to answer a challenge with the first sequence sent within its age.
 #[derive(Clone, Debug, Default)]
 pub struct SendHistory {
     samples: Box<[(Instant, u64)]>,
@@ -142,9 +152,10 @@ impl SendHistory {
     }
 
     /// The first sequence known to be sent at or after `since` (`next_seq` if none was):
-    /// packets below it may have reached the peer's previous instance already. Between two
-    /// samples it rounds up (refusing a few packets rather than admitting an old one). When
-    /// the record does not reach back to `since`, its oldest entry (about 2.5 s back).
+    /// packets below it may have reached the challenger already. It errs toward refusing:
+    /// between two samples it rounds up, and when the record does not reach back to
+    /// `since` it gives its oldest sample, so a packet sent before that is never called
+    /// fresh.
     pub fn first_sent_since(&self, since: Instant, next_seq: u64) -> u64 {
         let oldest = (self.next + HISTORY - self.len) % HISTORY;
         for k in 0..self.len {
@@ -177,11 +188,13 @@ mod tests {
         assert_eq!(h.first_sent_since(t0 + Duration::from_millis(505), 101), 52);
         // After the last send: nothing sent since.
         assert_eq!(h.first_sent_since(t0 + Duration::from_secs(2), 101), 101);
-        // A long-running session: the record reaches back ~2.5 s only.
-        for i in 100..1000u64 {
+        // A long run: the record reaches back HISTORY samples only, and answers with the
+        // oldest it has (a packet sent before it is never fresh).
+        let n = HISTORY as u64 + 1000;
+        for i in 100..n {
             h.on_send(t0 + Duration::from_millis(10 * i), 1 + i);
         }
-        assert_eq!(h.first_sent_since(t0, 1001), 1000 - 256 + 1);
+        assert_eq!(h.first_sent_since(t0, n + 1), n - HISTORY as u64 + 1);
     }
 
     #[test]
@@ -191,9 +204,13 @@ mod tests {
         for s in 0..HOLD_MAX as u64 {
             assert!(p.hold(s, b"x", a));
         }
-        assert!(!p.hold(999, b"x", a));
-        assert!(p.holds(3));
-        assert!(!p.holds(999));
+        assert!(!p.hold(99_999, b"x", a));
+        let mut p = Pending::new(1, 2, Instant::now());
+        let big = vec![0u8; HOLD_MAX_BYTES / 2];
+        assert!(p.hold(1, &big, a) && p.hold(2, &big, a));
+        assert!(!p.hold(3, b"one more byte", a), "bounded in bytes");
+        assert!(p.holds(2));
+        assert!(!p.holds(3));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod path;
 pub mod peer;
 pub mod rng;
 pub mod scheduler;
+pub mod secure_rng;
 pub mod server;
 pub mod session;
 pub mod stats;

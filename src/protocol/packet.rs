@@ -1,28 +1,45 @@
-//! The v1 packet codec. The byte layout is documented once, in docs/PROTOCOL.md.
+//! The v2 packet format: the header, the unsealed codec (CRC-32 trailer) and the control
+//! payloads. The byte layout is documented once, in docs/PROTOCOL.md; the sealed codec is
+//! in `crypto`.
 
 use std::fmt;
 
-/// First byte of every packet: high nibble is the magic `0xD`, low nibble the version (1).
-pub const MAGIC_VERSION: u8 = 0xD1;
+/// First byte of every packet: high nibble is the magic `0xD`, low nibble the version (2).
+pub const MAGIC_VERSION: u8 = 0xD2;
+/// The first byte of the version before (no direction, no path index): refused, with a
+/// warning that names it.
+pub const MAGIC_VERSION_1: u8 = 0xD1;
 /// Fixed header length in bytes.
 pub const HEADER_LEN: usize = 28;
+/// Offset of the path index in the header.
+pub const PATH_OFFSET: usize = 3;
 /// Trailer of an unsealed packet: CRC-32 over header and payload.
 pub const CHECKSUM_LEN: usize = 4;
-/// Trailer of a sealed packet: the AEAD tag (reserved for the encrypted mode).
+/// The AEAD tag of a sealed packet.
 pub const TAG_LEN: usize = 16;
+/// The path MAC of a sealed packet (over the tag and the path index).
+pub const PATH_MAC_LEN: usize = 8;
 /// Per-packet overhead of an unsealed packet.
 pub const OVERHEAD: usize = HEADER_LEN + CHECKSUM_LEN;
+/// Per-packet overhead of a sealed packet.
+pub const SEALED_OVERHEAD: usize = HEADER_LEN + TAG_LEN + PATH_MAC_LEN;
 /// Largest UDP payload over IPv4 (65,535 - 20 IP - 8 UDP).
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
-/// Largest application datagram the tunnel carries (it is never split).
+/// Largest application datagram the tunnel carries unsealed (it is never split).
 pub const MAX_DATAGRAM: usize = MAX_UDP_PAYLOAD - OVERHEAD;
 
-/// Flag bit: the trailer is an AEAD tag, not a checksum.
+/// Flag bit: the trailer is an AEAD tag and a path MAC, not a checksum.
 pub const FLAG_SEALED: u8 = 0x01;
-const KNOWN_FLAGS: u8 = FLAG_SEALED;
+/// Flag bit: the sender is a server (clear: a client). Authenticated with a key.
+pub const FLAG_FROM_SERVER: u8 = 0x02;
+const KNOWN_FLAGS: u8 = FLAG_SEALED | FLAG_FROM_SERVER;
 
-/// Session id 0 is reserved for path-level control packets (PROBE, PROBE_ACK).
+/// Session id 0 is reserved for path-level control packets (PROBE, PROBE_ACK, CHALLENGE,
+/// RESPONSE, ANNOUNCE).
 pub const CONTROL_SESSION: u64 = 0;
+
+/// Most paths a client may have (the path index is one byte, 0 to 63).
+pub const MAX_PATH_INDEX: u8 = 63;
 
 /// Packet types. Numbers are fixed forever; unknown numbers are rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,14 +53,20 @@ pub enum PacketType {
     ProbeAck = 3,
     /// The sender drops its state for this session; the receiver should too.
     Close = 4,
-    /// Reserved: freshness challenge for the keyed mode.
+    /// Freshness (and return-routability) challenge about a peer epoch.
     Challenge = 5,
-    /// Reserved: answer to a challenge.
+    /// Answer to a challenge.
     Response = 6,
-    /// Reserved: a client asks for a target (many-targets mode).
+    /// Reserved (many targets): a client asks for a target for a session.
     TargetRequest = 7,
-    /// Reserved: the server refuses a target request.
+    /// Reserved (many targets): the server refuses a target request.
     TargetDeny = 8,
+    /// Reserved (many targets): the server accepts a target request.
+    TargetAck = 9,
+    /// Reserved (FEC): a data or parity shard of a coding group.
+    FecShard = 10,
+    /// Reserved: the client announces its scheduling mode and coding scheme.
+    Announce = 11,
 }
 
 impl PacketType {
@@ -58,9 +81,34 @@ impl PacketType {
             6 => Self::Response,
             7 => Self::TargetRequest,
             8 => Self::TargetDeny,
+            9 => Self::TargetAck,
+            10 => Self::FecShard,
+            11 => Self::Announce,
             _ => return None,
         })
     }
+
+    /// True for the types this version parses but does not act on yet (counted as
+    /// unsupported and dropped).
+    pub fn reserved(self) -> bool {
+        matches!(
+            self,
+            Self::TargetRequest
+                | Self::TargetDeny
+                | Self::TargetAck
+                | Self::FecShard
+                | Self::Announce
+        )
+    }
+}
+
+/// Which end sent a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// mpclient (or an in-process socket).
+    Client,
+    /// mpserver (or an in-process listener).
+    Server,
 }
 
 /// The fixed header of a packet.
@@ -68,29 +116,42 @@ impl PacketType {
 pub struct Header {
     /// What the packet is.
     pub ptype: PacketType,
-    /// Flag bits ([`FLAG_SEALED`]).
+    /// Flag bits ([`FLAG_SEALED`], [`FLAG_FROM_SERVER`]).
     pub flags: u8,
+    /// The client's path index of this copy (0 to 63).
+    pub path: u8,
     /// The flow this packet belongs to; [`CONTROL_SESSION`] for path control.
     pub session: u64,
     /// The sender's epoch (random per endpoint start).
     pub epoch: u64,
-    /// Sequence number, per session and direction (or per endpoint for control).
+    /// Sequence number: one counter per sender epoch for all its sessions (control packets
+    /// have a counter of their own).
     pub seq: u64,
 }
 
 impl Header {
+    /// Who sent it.
+    pub fn sender(&self) -> Sender {
+        if self.flags & FLAG_FROM_SERVER != 0 {
+            Sender::Server
+        } else {
+            Sender::Client
+        }
+    }
+
     /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
     pub fn write(&self, out: &mut [u8; HEADER_LEN]) {
         out[0] = MAGIC_VERSION;
         out[1] = self.ptype as u8;
         out[2] = self.flags;
-        out[3] = 0;
+        out[3] = self.path;
         out[4..12].copy_from_slice(&self.session.to_be_bytes());
         out[12..20].copy_from_slice(&self.epoch.to_be_bytes());
         out[20..28].copy_from_slice(&self.seq.to_be_bytes());
     }
 
-    /// Parses a header; checks magic, version, type and flags but not the trailer.
+    /// Parses a header; checks magic, version, type, flags and path index but not the
+    /// trailer.
     pub fn parse(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() < HEADER_LEN {
             return Err(DecodeError::Truncated);
@@ -104,12 +165,13 @@ impl Header {
         }
         let ptype = PacketType::from_u8(bytes[1]).ok_or(DecodeError::UnknownType(bytes[1]))?;
         let flags = bytes[2];
-        if flags & !KNOWN_FLAGS != 0 || bytes[3] != 0 {
+        if flags & !KNOWN_FLAGS != 0 || bytes[PATH_OFFSET] > MAX_PATH_INDEX {
             return Err(DecodeError::BadFlags);
         }
         Ok(Header {
             ptype,
             flags,
+            path: bytes[PATH_OFFSET],
             session: be_u64(&bytes[4..12]),
             epoch: be_u64(&bytes[12..20]),
             seq: be_u64(&bytes[20..28]),
@@ -128,15 +190,16 @@ pub enum DecodeError {
     UnsupportedVersion(u8),
     /// Unknown packet type.
     UnknownType(u8),
-    /// Unknown flag bits or a non-zero reserved byte.
+    /// Unknown flag bits, or a path index out of range.
     BadFlags,
     /// Checksum mismatch: corrupted on the way.
     Checksum,
     /// Sealed packet, but this endpoint has no key (or the reverse).
     SealMismatch,
-    /// A control payload of the wrong size.
+    /// A control payload too short for its type.
     BadPayload,
-    /// The AEAD tag does not verify: forged, corrupted, or sealed with another key.
+    /// The AEAD tag or the path MAC does not verify: forged, corrupted, or sealed with
+    /// another key.
     Auth,
 }
 
@@ -147,7 +210,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadMagic => write!(f, "not an mptunnel packet"),
             DecodeError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
             DecodeError::UnknownType(t) => write!(f, "unknown packet type {t}"),
-            DecodeError::BadFlags => write!(f, "unknown flags"),
+            DecodeError::BadFlags => write!(f, "unknown flags or path index"),
             DecodeError::Checksum => write!(f, "checksum mismatch"),
             DecodeError::SealMismatch => write!(
                 f,
@@ -167,18 +230,41 @@ fn be_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes(a)
 }
 
-/// Encodes an unsealed packet (header, payload, CRC-32) into `out`, replacing its contents.
-pub fn encode(out: &mut Vec<u8>, header: &Header, payload: &[u8]) {
+fn be_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_be_bytes(a)
+}
+
+/// Writes the header (path index 0) and payload of an unsealed packet into `out`: the
+/// template every copy is made from with [`finish_copy`].
+pub fn prepare(out: &mut Vec<u8>, header: &Header, payload: &[u8]) {
     out.clear();
     out.reserve(OVERHEAD + payload.len());
     let mut h = [0u8; HEADER_LEN];
     let mut hdr = *header;
     hdr.flags &= !FLAG_SEALED;
+    hdr.path = 0;
     hdr.write(&mut h);
     out.extend_from_slice(&h);
     out.extend_from_slice(payload);
+}
+
+/// One copy of an unsealed packet for path `path`: the template with its path index, then
+/// the CRC-32 over all of it.
+pub fn finish_copy(template: &[u8], path: u8, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(template);
+    out[PATH_OFFSET] = path;
     let crc = crc32fast::hash(out);
     out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// Encodes a whole unsealed packet (for `header.path`) into `out`.
+pub fn encode(out: &mut Vec<u8>, header: &Header, payload: &[u8]) {
+    let mut t = Vec::new();
+    prepare(&mut t, header, payload);
+    finish_copy(&t, header.path, out);
 }
 
 /// Decodes an unsealed packet, verifying its checksum. Returns the header and the payload.
@@ -206,7 +292,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
 /// Payload of a PROBE: an opaque token the peer echoes back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probe {
-    /// Sender-private value (a timestamp for RTT, or a random validation token).
+    /// Sender-private value (a probe number for RTT, or a random validation token).
     pub token: u64,
 }
 
@@ -219,7 +305,8 @@ impl Probe {
         self.token.to_be_bytes()
     }
 
-    /// Parses the payload; extra bytes (padding) are allowed and ignored.
+    /// Parses the payload; extra bytes are allowed and ignored (as for every control
+    /// payload: later versions may add fields).
     pub fn parse(p: &[u8]) -> Result<Self, DecodeError> {
         if p.len() < PROBE_LEN {
             return Err(DecodeError::BadPayload);
@@ -238,10 +325,13 @@ pub struct ProbeAck {
     /// How many probes the acker has received on this path from the prober's current epoch
     /// (and hence how many acks it has sent): lets the prober compute loss in each direction.
     pub probes_received: u64,
+    /// How many DATA copies the acker has received on this path from the prober's current
+    /// epoch (duplicates included): loss measured on the data itself.
+    pub data_received: u64,
 }
 
 /// Length of a PROBE_ACK payload.
-pub const PROBE_ACK_LEN: usize = 24;
+pub const PROBE_ACK_LEN: usize = 32;
 
 impl ProbeAck {
     /// Serializes the payload.
@@ -250,6 +340,7 @@ impl ProbeAck {
         b[0..8].copy_from_slice(&self.echo_seq.to_be_bytes());
         b[8..16].copy_from_slice(&self.echo_token.to_be_bytes());
         b[16..24].copy_from_slice(&self.probes_received.to_be_bytes());
+        b[24..32].copy_from_slice(&self.data_received.to_be_bytes());
         b
     }
 
@@ -262,22 +353,24 @@ impl ProbeAck {
             echo_seq: be_u64(&p[0..8]),
             echo_token: be_u64(&p[8..16]),
             probes_received: be_u64(&p[16..24]),
+            data_received: be_u64(&p[24..32]),
         })
     }
 }
 
-/// Payload of a CHALLENGE: "prove you hold the key now, under this epoch".
+/// Payload of a CHALLENGE: "prove you hold the key now, under this epoch" (and, without a
+/// key, that you receive what is sent to you).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Challenge {
-    /// The session whose peer epoch is being checked.
+    /// The session that brought the epoch (informational).
     pub session: u64,
     /// The epoch the challenger saw and wants confirmed.
     pub epoch: u64,
     /// Fresh random value the response must echo.
     pub nonce: u128,
-    /// How long the challenger has been running, in µs: the responder treats what it sent
-    /// before the challenger started as possibly delivered already (to a previous instance).
-    pub uptime_us: u64,
+    /// How far back, in µs, the challenger may have accepted packets of that epoch: the
+    /// responder treats what it sent before then as possibly delivered already.
+    pub age_us: u64,
 }
 
 /// Length of a CHALLENGE payload.
@@ -290,7 +383,7 @@ impl Challenge {
         b[0..8].copy_from_slice(&self.session.to_be_bytes());
         b[8..16].copy_from_slice(&self.epoch.to_be_bytes());
         b[16..32].copy_from_slice(&self.nonce.to_be_bytes());
-        b[32..40].copy_from_slice(&self.uptime_us.to_be_bytes());
+        b[32..40].copy_from_slice(&self.age_us.to_be_bytes());
         b
     }
 
@@ -305,18 +398,18 @@ impl Challenge {
             session: be_u64(&p[0..8]),
             epoch: be_u64(&p[8..16]),
             nonce: u128::from_be_bytes(n),
-            uptime_us: be_u64(&p[32..40]),
+            age_us: be_u64(&p[32..40]),
         })
     }
 }
 
 /// Payload of a RESPONSE: the challenge echoed, sealed under the responder's epoch, plus the
-/// lowest sequence the responder sent recently (older ones cannot be in flight any more).
+/// first sequence the responder sent within the challenge's age.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Response {
     /// The challenge being answered.
     pub challenge: Challenge,
-    /// Packets of this session with a lower sequence are refused by the challenger.
+    /// Packets of the responder's epoch with a lower sequence are refused by the challenger.
     pub fresh_from: u64,
 }
 
@@ -344,8 +437,177 @@ impl Response {
     }
 }
 
+/// Payload of an ANNOUNCE (reserved): the client's scheduling mode and coding scheme, for
+/// the server to schedule that client's replies the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announce {
+    /// Mode number (0 redundant; others defined by later versions).
+    pub mode: u8,
+    /// The mode's parameter (k of k-best, data shards of FEC).
+    pub k: u8,
+    /// A second parameter (parity shards of FEC).
+    pub m: u8,
+    /// Flag bits, none defined yet.
+    pub flags: u8,
+}
+
+/// Length of an ANNOUNCE payload.
+pub const ANNOUNCE_LEN: usize = 8;
+
+impl Announce {
+    /// Serializes the payload (the last four bytes are reserved, zero).
+    pub fn to_bytes(self) -> [u8; ANNOUNCE_LEN] {
+        [self.mode, self.k, self.m, self.flags, 0, 0, 0, 0]
+    }
+
+    /// Parses the payload.
+    pub fn parse(p: &[u8]) -> Result<Self, DecodeError> {
+        if p.len() < ANNOUNCE_LEN {
+            return Err(DecodeError::BadPayload);
+        }
+        Ok(Announce {
+            mode: p[0],
+            k: p[1],
+            m: p[2],
+            flags: p[3],
+        })
+    }
+}
+
+/// Payload of a TARGET_REQUEST (reserved): the target a client asks for a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetRequest {
+    /// Matches the ACK or DENY to the request.
+    pub request_id: u32,
+    /// The target.
+    pub target: std::net::SocketAddr,
+}
+
+impl TargetRequest {
+    /// Serializes: `request_id u32`, `port u16`, `family u8` (4 or 6), a zero byte, then 4
+    /// or 16 address bytes.
+    pub fn to_bytes(self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(24);
+        b.extend_from_slice(&self.request_id.to_be_bytes());
+        b.extend_from_slice(&self.target.port().to_be_bytes());
+        match self.target.ip() {
+            std::net::IpAddr::V4(a) => {
+                b.extend_from_slice(&[4, 0]);
+                b.extend_from_slice(&a.octets());
+            }
+            std::net::IpAddr::V6(a) => {
+                b.extend_from_slice(&[6, 0]);
+                b.extend_from_slice(&a.octets());
+            }
+        }
+        b
+    }
+
+    /// Parses the payload.
+    pub fn parse(p: &[u8]) -> Result<Self, DecodeError> {
+        if p.len() < 12 {
+            return Err(DecodeError::BadPayload);
+        }
+        let port = u16::from_be_bytes([p[4], p[5]]);
+        let ip: std::net::IpAddr = match p[6] {
+            4 => std::net::Ipv4Addr::new(p[8], p[9], p[10], p[11]).into(),
+            6 if p.len() >= 24 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&p[8..24]);
+                std::net::Ipv6Addr::from(a).into()
+            }
+            _ => return Err(DecodeError::BadPayload),
+        };
+        Ok(TargetRequest {
+            request_id: be_u32(p),
+            target: (ip, port).into(),
+        })
+    }
+}
+
+/// Payload of a TARGET_ACK or TARGET_DENY (reserved): the request answered, and why not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetAnswer {
+    /// The request answered.
+    pub request_id: u32,
+    /// 0 for an ACK; a reason for a DENY (1: not allowed, 2: unreachable).
+    pub reason: u8,
+}
+
+/// Length of a TARGET_ACK or TARGET_DENY payload.
+pub const TARGET_ANSWER_LEN: usize = 8;
+
+impl TargetAnswer {
+    /// Serializes the payload.
+    pub fn to_bytes(self) -> [u8; TARGET_ANSWER_LEN] {
+        let mut b = [0u8; TARGET_ANSWER_LEN];
+        b[..4].copy_from_slice(&self.request_id.to_be_bytes());
+        b[4] = self.reason;
+        b
+    }
+
+    /// Parses the payload.
+    pub fn parse(p: &[u8]) -> Result<Self, DecodeError> {
+        if p.len() < TARGET_ANSWER_LEN {
+            return Err(DecodeError::BadPayload);
+        }
+        Ok(TargetAnswer {
+            request_id: be_u32(p),
+            reason: p[4],
+        })
+    }
+}
+
+/// The header of a FEC_SHARD payload (reserved); the shard's bytes follow it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FecShard {
+    /// The coding group.
+    pub group: u32,
+    /// The shard's index in the group (data shards first).
+    pub index: u8,
+    /// Data shards in the group.
+    pub data_shards: u8,
+    /// Parity shards in the group.
+    pub parity_shards: u8,
+}
+
+/// Length of a FEC_SHARD payload's header.
+pub const FEC_SHARD_LEN: usize = 8;
+
+impl FecShard {
+    /// Serializes the shard header.
+    pub fn to_bytes(self) -> [u8; FEC_SHARD_LEN] {
+        let mut b = [0u8; FEC_SHARD_LEN];
+        b[..4].copy_from_slice(&self.group.to_be_bytes());
+        b[4] = self.index;
+        b[5] = self.data_shards;
+        b[6] = self.parity_shards;
+        b
+    }
+
+    /// Parses the shard header; returns it and the shard's bytes.
+    pub fn parse(p: &[u8]) -> Result<(Self, &[u8]), DecodeError> {
+        if p.len() < FEC_SHARD_LEN {
+            return Err(DecodeError::BadPayload);
+        }
+        let s = FecShard {
+            group: be_u32(p),
+            index: p[4],
+            data_shards: p[5],
+            parity_shards: p[6],
+        };
+        if s.index >= s.data_shards.saturating_add(s.parity_shards) {
+            return Err(DecodeError::BadPayload);
+        }
+        Ok((s, &p[FEC_SHARD_LEN..]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
     /// docs/PROTOCOL.md's table of types gives each control payload's length: the code's.
     #[test]
     fn documented_payload_lengths_match() {
@@ -355,6 +617,9 @@ mod tests {
             ("PROBE_ACK", PROBE_ACK_LEN),
             ("CHALLENGE", CHALLENGE_LEN),
             ("RESPONSE", RESPONSE_LEN),
+            ("ANNOUNCE", ANNOUNCE_LEN),
+            ("TARGET_ACK", TARGET_ANSWER_LEN),
+            ("TARGET_DENY", TARGET_ANSWER_LEN),
         ] {
             let row = doc
                 .lines()
@@ -364,13 +629,11 @@ mod tests {
         }
     }
 
-    use super::*;
-    use proptest::prelude::*;
-
     fn hdr(ptype: PacketType) -> Header {
         Header {
             ptype,
             flags: 0,
+            path: 5,
             session: 0x0102030405060708,
             epoch: 0x1112131415161718,
             seq: 42,
@@ -382,8 +645,10 @@ mod tests {
         let mut out = Vec::new();
         encode(&mut out, &hdr(PacketType::Data), b"hi");
         assert_eq!(out.len(), OVERHEAD + 2);
-        assert_eq!(out[0], 0xD1);
+        assert_eq!(out[0], 0xD2);
         assert_eq!(out[1], 1);
+        assert_eq!(out[2], 0);
+        assert_eq!(out[3], 5);
         assert_eq!(&out[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(
             &out[12..20],
@@ -393,22 +658,42 @@ mod tests {
         assert_eq!(&out[28..30], b"hi");
         let crc = crc32fast::hash(&out[..30]);
         assert_eq!(&out[30..34], &crc.to_be_bytes());
+        let mut h = hdr(PacketType::Close);
+        h.flags = FLAG_FROM_SERVER;
+        encode(&mut out, &h, b"");
+        assert_eq!(out[2], 2);
+        assert_eq!(decode(&out).unwrap().0.sender(), Sender::Server);
     }
 
     #[test]
-    fn rejects_bad_magic_version_type_flags() {
+    fn copies_differ_only_in_path_and_trailer() {
+        let mut t = Vec::new();
+        prepare(&mut t, &hdr(PacketType::Data), b"same bytes");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        finish_copy(&t, 0, &mut a);
+        finish_copy(&t, 7, &mut b);
+        assert_eq!(decode(&a).unwrap().0.path, 0);
+        assert_eq!(decode(&b).unwrap().0.path, 7);
+        assert_eq!(a[4..a.len() - 4], b[4..b.len() - 4]);
+    }
+
+    #[test]
+    fn rejects_bad_magic_version_type_flags_and_path() {
         let mut out = Vec::new();
         encode(&mut out, &hdr(PacketType::Data), b"x");
         let mut b = out.clone();
         b[0] = 0x00;
         assert_eq!(decode(&b), Err(DecodeError::BadMagic));
-        b[0] = 0xD2;
-        assert_eq!(decode(&b), Err(DecodeError::UnsupportedVersion(2)));
+        b[0] = MAGIC_VERSION_1;
+        assert_eq!(decode(&b), Err(DecodeError::UnsupportedVersion(1)));
         let mut b = out.clone();
         b[1] = 99;
         assert_eq!(decode(&b), Err(DecodeError::UnknownType(99)));
         let mut b = out.clone();
         b[2] = 0x80;
+        assert_eq!(decode(&b), Err(DecodeError::BadFlags));
+        let mut b = out.clone();
+        b[3] = 64;
         assert_eq!(decode(&b), Err(DecodeError::BadFlags));
         let mut b = out.clone();
         b[2] = FLAG_SEALED;
@@ -431,22 +716,26 @@ mod tests {
     }
 
     #[test]
-    fn control_payloads_round_trip() {
+    fn payloads_round_trip_and_accept_trailing_bytes() {
         let p = Probe { token: 77 };
         assert_eq!(Probe::parse(&p.to_bytes()), Ok(p));
         let a = ProbeAck {
             echo_seq: 1,
             echo_token: 2,
             probes_received: 3,
+            data_received: 4,
         };
         assert_eq!(ProbeAck::parse(&a.to_bytes()), Ok(a));
-        assert_eq!(ProbeAck::parse(&[0; 5]), Err(DecodeError::BadPayload));
+        let mut longer = a.to_bytes().to_vec();
+        longer.extend_from_slice(&[9; 7]);
+        assert_eq!(ProbeAck::parse(&longer), Ok(a));
+        assert_eq!(ProbeAck::parse(&[0; 24]), Err(DecodeError::BadPayload));
         assert_eq!(Probe::parse(&[]), Err(DecodeError::BadPayload));
         let c = Challenge {
             session: 1,
             epoch: 2,
             nonce: u128::MAX - 3,
-            uptime_us: 4,
+            age_us: 4,
         };
         assert_eq!(Challenge::parse(&c.to_bytes()), Ok(c));
         let r = Response {
@@ -455,13 +744,46 @@ mod tests {
         };
         assert_eq!(Response::parse(&r.to_bytes()), Ok(r));
         assert_eq!(Response::parse(&c.to_bytes()), Err(DecodeError::BadPayload));
+        let an = Announce {
+            mode: 1,
+            k: 2,
+            m: 3,
+            flags: 0,
+        };
+        assert_eq!(Announce::parse(&an.to_bytes()), Ok(an));
+        for target in ["10.0.0.1:53", "[2001:db8::1]:443"] {
+            let t = TargetRequest {
+                request_id: 7,
+                target: target.parse().unwrap(),
+            };
+            assert_eq!(TargetRequest::parse(&t.to_bytes()), Ok(t));
+        }
+        assert!(TargetRequest::parse(&[0; 11]).is_err());
+        let ta = TargetAnswer {
+            request_id: 9,
+            reason: 1,
+        };
+        assert_eq!(TargetAnswer::parse(&ta.to_bytes()), Ok(ta));
+        let f = FecShard {
+            group: 3,
+            index: 4,
+            data_shards: 4,
+            parity_shards: 2,
+        };
+        let mut bytes = f.to_bytes().to_vec();
+        bytes.extend_from_slice(b"shard");
+        assert_eq!(FecShard::parse(&bytes), Ok((f, &b"shard"[..])));
+        bytes[4] = 6;
+        assert!(FecShard::parse(&bytes).is_err(), "index past the group");
     }
 
     proptest! {
         #[test]
-        fn round_trip(t in 1u8..=8, session: u64, epoch: u64, seq: u64,
+        fn round_trip(t in 1u8..=11, flags in 0u8..=2, path in 0u8..=63, session: u64,
+                      epoch: u64, seq: u64,
                       payload in proptest::collection::vec(any::<u8>(), 0..2000)) {
-            let h = Header { ptype: PacketType::from_u8(t).unwrap(), flags: 0, session, epoch, seq };
+            let flags = flags & FLAG_FROM_SERVER;
+            let h = Header { ptype: PacketType::from_u8(t).unwrap(), flags, path, session, epoch, seq };
             let mut out = Vec::new();
             encode(&mut out, &h, &payload);
             let (h2, p2) = decode(&out).unwrap();
@@ -472,6 +794,8 @@ mod tests {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&bytes);
+            let _ = TargetRequest::parse(&bytes);
+            let _ = FecShard::parse(&bytes);
         }
     }
 }

@@ -75,6 +75,39 @@ pub struct PathStats {
     pub downs: u64,
 }
 
+/// What arrived on one path from one peer epoch: its probes and its DATA copies (the
+/// counts a PROBE_ACK reports). A new peer epoch starts them again.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerCounts {
+    epoch: u64,
+    probes: u64,
+    data: u64,
+}
+
+impl PeerCounts {
+    fn follow(&mut self, epoch: u64) {
+        if epoch != self.epoch {
+            *self = PeerCounts {
+                epoch,
+                ..PeerCounts::default()
+            };
+        }
+    }
+
+    /// A probe of `epoch` arrived; returns (probes, data) so far, for the ack.
+    pub fn on_probe(&mut self, epoch: u64) -> (u64, u64) {
+        self.follow(epoch);
+        self.probes += 1;
+        (self.probes, self.data)
+    }
+
+    /// A DATA copy of `epoch` arrived.
+    pub fn on_data(&mut self, epoch: u64) {
+        self.follow(epoch);
+        self.data += 1;
+    }
+}
+
 /// One client path.
 #[derive(Debug)]
 pub struct ClientPath {
@@ -91,8 +124,8 @@ pub struct ClientPath {
     /// (probes sent up to the acked one, peer's probes received, acks we received).
     samples: VecDeque<(u64, u64, u64)>,
     srtt: Option<Duration>,
-    peer_probe_epoch: u64,
-    peer_probes_rx: u64,
+    /// What arrived here from the peer, for our acks.
+    peer_counts: PeerCounts,
     /// Dedup of the peer's control packets on this path (duplicating or replaying bridges
     /// must not skew the probe counts that loss figures come from).
     control: PeerWindows,
@@ -121,8 +154,7 @@ impl ClientPath {
             ack_peer_epoch: 0,
             samples: VecDeque::with_capacity(LOSS_SAMPLES),
             srtt: None,
-            peer_probe_epoch: 0,
-            peer_probes_rx: 0,
+            peer_counts: PeerCounts::default(),
             control: PeerWindows::new(CONTROL_WINDOW),
             tx_packets: 0,
             tx_bytes: 0,
@@ -202,15 +234,15 @@ impl ClientPath {
         self.control.accept(epoch, seq).map(|_| ())
     }
 
-    /// The peer probed us on this path; returns how many of its probes (from `peer_epoch`)
-    /// we have received, for the ack.
-    pub fn on_peer_probe(&mut self, peer_epoch: u64) -> u64 {
-        if peer_epoch != self.peer_probe_epoch {
-            self.peer_probe_epoch = peer_epoch;
-            self.peer_probes_rx = 0;
-        }
-        self.peer_probes_rx += 1;
-        self.peer_probes_rx
+    /// The peer probed us on this path; returns how many of its probes and DATA copies
+    /// (from `peer_epoch`) we have received here, for the ack.
+    pub fn on_peer_probe(&mut self, peer_epoch: u64) -> (u64, u64) {
+        self.peer_counts.on_probe(peer_epoch)
+    }
+
+    /// A DATA copy of the peer's (epoch `peer_epoch`) arrived on this path.
+    pub fn on_peer_data(&mut self, peer_epoch: u64) {
+        self.peer_counts.on_data(peer_epoch);
     }
 
     /// If a probe is due, returns its token and schedules the next one.
@@ -410,6 +442,7 @@ mod tests {
                         echo_seq: 0,
                         echo_token: tok,
                         probes_received: peer_rx,
+                        data_received: 0,
                     };
                     p.on_ack(now, &ack, 9, &params);
                 }
@@ -430,6 +463,7 @@ mod tests {
             echo_seq: 0,
             echo_token: 5,
             probes_received: 1,
+            data_received: 0,
         };
         assert_eq!(p.on_ack(t0, &ack, 1, &params), None);
         assert_eq!(p.srtt(), None);

@@ -1,6 +1,6 @@
-//! A small seeded PRNG (xoshiro256**) so the protocol stays deterministic under test.
-//! Endpoints are seeded from the OS by the driver; ids need uniqueness, not secrecy
-//! (authenticity comes from the AEAD key when one is set).
+//! A small fast seeded PRNG (xoshiro256**) for what needs no secrecy: the simulator's links
+//! and mpbridge's impairments. Never for epochs, ids, tokens or nonces: its state follows
+//! from a few outputs. Those come from [`super::secure_rng::SecureRng`].
 
 /// xoshiro256** seeded through splitmix64.
 #[derive(Clone, Debug)]

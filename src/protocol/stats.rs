@@ -59,11 +59,25 @@ pub struct Counters {
     /// Packets that failed authentication (forged, corrupted, wrong key) or whose sealed/
     /// unsealed mode does not match ours (key on one side only), dropped.
     pub auth_failures: u64,
-    /// Challenges sent to confirm a new peer epoch (keyed mode).
+    /// Sealed copies whose path MAC failed (a path index changed on the way, or another
+    /// key), dropped before they could mark the replay window (counted in `auth_failures`
+    /// too).
+    pub path_auth_failures: u64,
+    /// Packets of our own role or epoch (our own packets sent back to us), dropped.
+    pub reflected: u64,
+    /// Packets of protocol v1 (an older peer), dropped.
+    pub old_version: u64,
+    /// Packets of types reserved for later versions (targets, FEC, announcements), dropped.
+    pub unsupported: u64,
+    /// Challenges sent to confirm a peer epoch (with a key, any new one; without, a new
+    /// server epoch, on the client).
     pub challenges_sent: u64,
-    /// Peer epochs confirmed by a response (keyed mode).
+    /// Peer epochs confirmed by a response.
     pub challenges_answered: u64,
-    /// Packets held for a challenge that was never answered (or over the hold limit), dropped.
+    /// Challenges not sent because that address had one very recently.
+    pub challenges_limited: u64,
+    /// Packets held for a challenge that was never answered (or over the hold limits),
+    /// dropped.
     pub held_dropped: u64,
     /// Datagrams for an in-process application (socket or listener) dropped because it did
     /// not read them in time (they count in `local_tx_datagrams` too).

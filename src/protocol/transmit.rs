@@ -1,7 +1,7 @@
-//! What an endpoint asks its driver to send, and a pool that recycles packet buffers so the
-//! steady state allocates nothing per datagram.
+//! What an endpoint asks its driver to send (one transmit per copy), and a pool that
+//! recycles packet buffers so the steady state allocates nothing per datagram.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 /// Bit `i` set = client path `i`. Hence at most [`MAX_PATHS`] paths per client.
 pub type PathMask = u64;
@@ -9,67 +9,21 @@ pub type PathMask = u64;
 /// Most paths a client may have.
 pub const MAX_PATHS: usize = 64;
 
-/// Most bridge addresses a server session sends to (bounds reflection through a session).
-pub const MAX_SESSION_PATHS: usize = 8;
-
-/// A small fixed set of addresses (no allocation).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AddrSet {
-    addrs: [SocketAddr; MAX_SESSION_PATHS],
-    len: usize,
-}
-
-impl Default for AddrSet {
-    fn default() -> Self {
-        AddrSet {
-            addrs: [SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); MAX_SESSION_PATHS],
-            len: 0,
-        }
-    }
-}
-
-impl AddrSet {
-    /// Adds an address; ignored when full.
-    pub fn push(&mut self, a: SocketAddr) {
-        if self.len < MAX_SESSION_PATHS {
-            self.addrs[self.len] = a;
-            self.len += 1;
-        }
-    }
-
-    /// The addresses.
-    pub fn as_slice(&self) -> &[SocketAddr] {
-        &self.addrs[..self.len]
-    }
-
-    /// True when there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// How many.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-}
-
 /// Where a client's [`Transmit`] goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientDest {
-    /// The same packet on each of these paths.
-    Paths(PathMask),
+    /// A copy of a packet for this path (each copy carries its path index).
+    Path(usize),
     /// A payload for the local application at this address.
     App(SocketAddr),
 }
 
 /// Where a server's [`Transmit`] goes.
-// Kept inline (no Box) so that queueing a packet allocates nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerDest {
-    /// The same packet to each of these bridge addresses.
-    Bridges(AddrSet),
-    /// A payload for the target, on behalf of this session.
+    /// A copy of a packet for this bridge address.
+    Bridge(SocketAddr),
+    /// A payload for the target, on behalf of this session (the server's handle of it).
     Target(u64),
 }
 

@@ -1,12 +1,13 @@
-//! The server endpoint's routing: one session per session id (each with its own target
-//! socket in the driver), replies on every bridge address that session was seen on
-//! recently, new sessions admitted (after a challenge, with a key), and the table of bridge
-//! addresses (`bridges`). What both roles share lives in the endpoint core and the session
-//! type.
+//! The server endpoint's routing. Each session of a client (a client epoch and the
+//! client's session id) gets its own target socket in the driver; replies go on every live
+//! path of that client (`clients`: one address per client path index, one replay window
+//! per client epoch); client epochs are admitted (after a challenge, with a key) once, not
+//! per session; bridge addresses are validated and bounded (`bridges`).
 
 mod bridges;
+mod clients;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,75 +16,64 @@ use log::debug;
 use super::endpoint::Core;
 use super::event::{CloseReason, Event};
 use super::fresh::{Pending, Retry};
-use super::packet::{Challenge, Header, PacketType, Probe, ProbeAck, Response, CONTROL_SESSION};
+use super::packet::{Challenge, Header, PacketType, Probe, ProbeAck, Response, Sender};
 use super::params::Params;
-use super::peer::PeerReject;
-use super::session::{idle_sessions, Admit, Refusal, Session};
+use super::secure_rng::Seed;
+use super::session::{idle_sessions, Session};
 use super::stats::Stats;
 use super::timer::Timer;
-use super::transmit::{AddrSet, ServerDest, MAX_SESSION_PATHS};
+use super::transmit::ServerDest;
 use super::window::Reject;
 use bridges::Bridges;
+use clients::{ClientEpoch, Origin, PendingEpochs, Tombstones};
 
 /// Idle sessions and silent addresses are looked for at most this often.
 const SWEEP_MIN: Duration = Duration::from_secs(1);
 /// A bridge address not heard from for this long is forgotten entirely.
 const PATH_FORGET: Duration = Duration::from_secs(300);
-/// Most unknown sessions waiting for a challenge answer at once (keyed mode).
-const PENDING_MAX: usize = 1024;
-/// Most tombstones of removed sessions kept (keyed mode).
-const TOMBSTONES_MAX: usize = 16_384;
+/// A dropped client epoch's tombstone is kept this long beyond the idle timeout.
+const TOMBSTONE_MARGIN: Duration = Duration::from_secs(60);
+/// Challenges to one address are at least this far apart (retries excepted).
+const CHALLENGE_SPACING: Duration = Duration::from_millis(10);
 
-/// A server session: the shared session state plus the bridge addresses it replies to.
+/// A session of one client epoch.
 #[derive(Debug)]
 struct Served {
-    session: Session<SocketAddr>,
-    paths: [Option<SocketAddr>; MAX_SESSION_PATHS],
-}
-
-impl Served {
-    /// Adds `from` to the addresses replies go to; when full, it replaces the one heard
-    /// from least recently (or one already forgotten).
-    fn remember_path(&mut self, from: SocketAddr, bridges: &Bridges) {
-        if self.paths.contains(&Some(from)) {
-            return;
-        }
-        if let Some(slot) = self.paths.iter_mut().find(|p| p.is_none()) {
-            *slot = Some(from);
-            return;
-        }
-        let last = |a: &Option<SocketAddr>| a.and_then(|a| bridges.get(&a)).map(|p| p.last_rx);
-        if let Some(slot) = self.paths.iter_mut().min_by_key(|a| last(a)) {
-            *slot = Some(from);
-        }
-    }
+    session: Session,
+    epoch: u64,
 }
 
 /// The server side of the tunnel, sans IO.
 #[derive(Debug)]
 pub struct Server {
     core: Core<ServerDest>,
+    /// Sessions by the server's handle (what the driver and the target side know).
     sessions: HashMap<u64, Served>,
-    /// Keyed mode: unknown sessions waiting for their challenge to be answered.
-    pending_new: HashMap<u64, Pending<SocketAddr>>,
-    /// Keyed mode: (client epoch, highest sequence) of removed sessions, so their replays are
-    /// refused even after a successful challenge; oldest first in `tomb_order`.
-    tombstones: HashMap<u64, (u64, u64)>,
-    tomb_order: VecDeque<u64>,
+    /// Handle by (client epoch, client session id).
+    by_key: HashMap<(u64, u64), u64>,
+    clients: HashMap<u64, ClientEpoch>,
+    /// Keyed mode: client epochs waiting for their challenge to be answered.
+    pending: PendingEpochs,
+    /// Keyed mode: client epochs dropped while idle.
+    tombstones: Tombstones,
     bridges: Bridges,
+    /// When each address was last challenged, for the spacing (bounded with `bridges`).
+    last_challenge: HashMap<SocketAddr, Instant>,
 }
 
 impl Server {
-    /// A server; `seed` drives its epoch and tokens.
-    pub fn new(params: Params, seed: u64, now: Instant) -> Self {
+    /// A server; `seed` drives its epoch, handles, tokens and nonces.
+    pub fn new(params: Params, seed: &Seed, now: Instant) -> Self {
         let max_paths = params.max_sessions.saturating_mul(4).max(64);
         Server {
-            core: Core::new(params, seed, now),
+            core: Core::new(params, Sender::Server, seed, now),
             sessions: HashMap::new(),
-            pending_new: HashMap::new(),
-            tombstones: HashMap::new(),
-            tomb_order: VecDeque::new(),
+            by_key: HashMap::new(),
+            clients: HashMap::new(),
+            pending: PendingEpochs::default(),
+            tombstones: Tombstones::default(),
             bridges: Bridges::new(max_paths),
+            last_challenge: HashMap::new(),
         }
     }
 
@@ -92,9 +82,24 @@ impl Server {
         self.sessions.len()
     }
 
-    /// True if the session exists.
-    pub fn has_session(&self, id: u64) -> bool {
-        self.sessions.contains_key(&id)
+    /// True if the session (a handle) exists.
+    pub fn has_session(&self, handle: u64) -> bool {
+        self.sessions.contains_key(&handle)
+    }
+
+    /// Number of client epochs held (plus those waiting for a challenge answer, and
+    /// tombstones), for tests of bounded state.
+    pub fn client_epochs(&self) -> (usize, usize, usize) {
+        (
+            self.clients.len(),
+            self.pending.len(),
+            self.tombstones.len(),
+        )
+    }
+
+    /// True once `addr` answered its validation probe.
+    pub fn bridge_validated(&self, addr: &SocketAddr) -> bool {
+        self.bridges.is_validated(addr)
     }
 
     /// How long a bridge address may stay silent and still get replies.
@@ -108,9 +113,15 @@ impl Server {
         let Some(header) = self.core.parse(now, bytes, &origin) else {
             return;
         };
-        // Duplicates and replays are refused before paying for verification.
-        if header.ptype == PacketType::Data && !self.precheck_data(now, from, &header) {
+        if !self.core.verify_path(now, bytes, &origin) {
             return;
+        }
+        if header.ptype == PacketType::Data {
+            self.bridges.on_data(&from, header.epoch);
+            // Duplicates and replays of known epochs are refused before decryption.
+            if !self.precheck_data(&header) {
+                return;
+            }
         }
         let mut scratch = self.core.take_scratch();
         let origin = format_args!("from {from}");
@@ -120,11 +131,22 @@ impl Server {
         self.core.put_scratch(scratch);
     }
 
-    fn control_fresh(&mut self, from: SocketAddr, header: &Header) -> bool {
-        match self.bridges.control_fresh(from, header) {
+    /// The window check of a known (or buried) client epoch; unknown epochs pass (they are
+    /// authenticated, then held).
+    fn precheck_data(&mut self, header: &Header) -> bool {
+        let verdict = match self.clients.get(&header.epoch) {
+            Some(c) => c.window.check(header.seq),
+            None => match self.tombstones.highest(header.epoch) {
+                Some((h, _)) if header.seq <= h => Err(Reject::TooOld),
+                _ => Ok(()),
+            },
+        };
+        match verdict {
             Ok(()) => true,
             Err(r) => {
-                self.core.counters.count_reject(r);
+                self.core
+                    .counters
+                    .count_reject(super::peer::PeerReject::Window(r));
                 false
             }
         }
@@ -138,22 +160,22 @@ impl Server {
         header: &Header,
         payload: &[u8],
     ) {
-        if header.ptype == PacketType::Data && header.session == CONTROL_SESSION {
+        if header.ptype.reserved() {
+            self.core.counters.unsupported += 1;
+            return;
+        }
+        let control = header.session == super::packet::CONTROL_SESSION;
+        if control == matches!(header.ptype, PacketType::Data | PacketType::Close) {
+            // Data on the control session, or control off it.
             self.core.counters.malformed += 1;
             return;
         }
-        if matches!(
-            header.ptype,
-            PacketType::TargetRequest | PacketType::TargetDeny
-        ) {
-            self.core.counters.malformed += 1;
-            return;
-        }
+        // Authenticated (with a key): the address is worth knowing now.
         self.touch_path(now, from, len);
         match header.ptype {
             PacketType::Data => self.on_data(now, from, header, payload),
-            PacketType::Close => self.on_close(header),
-            _ if !self.control_fresh(from, header) => {}
+            PacketType::Close => self.on_close(now, header),
+            _ if !self.control_fresh(now, from, header) => {}
             PacketType::Probe => self.on_probe(from, header, payload),
             PacketType::ProbeAck => match ProbeAck::parse(payload) {
                 Ok(ack) => {
@@ -164,74 +186,41 @@ impl Server {
                 Err(_) => self.core.counters.malformed += 1,
             },
             PacketType::Challenge => self.on_challenge(now, from, header, payload),
-            PacketType::Response => self.on_response(now, from, header, payload),
-            PacketType::TargetRequest | PacketType::TargetDeny => {}
+            PacketType::Response => self.on_response(now, header, payload),
+            _ => self.core.counters.malformed += 1,
         }
     }
 
-    /// Window, hold-queue and tombstone checks for DATA before verification; false = dropped.
-    fn precheck_data(&mut self, now: Instant, from: SocketAddr, header: &Header) -> bool {
-        let uptime_us = self.core.uptime_us(now);
-        let mut challenge_to = None;
-        let keep = self.precheck_inner(from, header, uptime_us, &mut challenge_to);
-        if let Some(ch) = challenge_to {
-            // A copy from another path: challenge that path too, in case the first is lossy.
-            self.send_challenge(from, ch);
-        }
-        keep
-    }
-
-    fn precheck_inner(
-        &mut self,
-        from: SocketAddr,
-        header: &Header,
-        uptime_us: u64,
-        challenge_to: &mut Option<Challenge>,
-    ) -> bool {
-        let mut held_dup = |p: &mut Pending<SocketAddr>| {
-            if p.note_origin(from) {
-                *challenge_to = Some(p.challenge(header.session, uptime_us));
-            }
-        };
-        if let Some(served) = self.sessions.get_mut(&header.session) {
-            let r = match served.session.precheck(header) {
-                Ok(()) => return true,
-                Err(r) => r,
-            };
-            // A duplicate from an address the session does not use yet names a new path:
-            // verify it (in on_data) before trusting that. From a known path it is just
-            // another copy: no decryption.
-            if r == Refusal::Window(PeerReject::Window(Reject::Duplicate))
-                && !served.paths.contains(&Some(from))
-            {
-                return true;
-            }
-            if r == Refusal::HeldDuplicate {
-                if let Some(p) = &mut served.session.pending {
-                    held_dup(p);
+    /// Control packets count once: per client epoch when it is known (a fresh probe then
+    /// also says where that path is), per address otherwise.
+    fn control_fresh(&mut self, now: Instant, from: SocketAddr, header: &Header) -> bool {
+        let verdict = match self.clients.get_mut(&header.epoch) {
+            Some(c) => {
+                // Newer than every control packet of that epoch so far: not a replay of
+                // one, even of one that came before the epoch was admitted.
+                let newest = c.control.highest().is_none_or(|h| header.seq > h);
+                match c.control.accept(header.seq) {
+                    Ok(()) => {
+                        if header.ptype == PacketType::Probe && newest {
+                            c.learn(header.path, from, &self.bridges);
+                        }
+                        if header.ptype == PacketType::Probe {
+                            c.last_active = now;
+                        }
+                        Ok(())
+                    }
+                    Err(r) => Err(super::peer::PeerReject::Window(r)),
                 }
             }
-            self.core.count_refusal(r);
-            return false;
-        }
-        if self.is_tombstoned(header) {
-            self.core.counters.stale_epoch += 1;
-            return false;
-        }
-        if let Some(p) = self.pending_new.get_mut(&header.session) {
-            if p.epoch == header.epoch && p.holds(header.seq) {
-                held_dup(p);
-                self.core.counters.duplicates += 1;
-                return false;
+            None => self.bridges.control_fresh(from, header),
+        };
+        match verdict {
+            Ok(()) => true,
+            Err(r) => {
+                self.core.counters.count_reject(r);
+                false
             }
         }
-        true
-    }
-
-    fn is_tombstoned(&self, header: &Header) -> bool {
-        self.tombstones
-            .get(&header.session)
-            .is_some_and(|&(e, h)| e == header.epoch && header.seq <= h)
     }
 
     fn touch_path(&mut self, now: Instant, from: SocketAddr, len: usize) {
@@ -253,239 +242,219 @@ impl Server {
             .timers
             .set_earliest(Timer::Validation, now + bridges::VALIDATION_RETRY);
         let h = self.core.control_header(PacketType::Probe);
-        self.send_to_one(addr, &h, &Probe { token }.to_bytes());
+        self.send_to_one(addr, 0, &h, &Probe { token }.to_bytes());
     }
 
-    fn send_to_one(&mut self, addr: SocketAddr, h: &Header, payload: &[u8]) {
-        let buf = self.core.encode(h, payload);
-        let len = buf.len() as u64;
-        if self.bridges.get(&addr).is_none() {
-            return self.core.discard(buf);
-        }
+    /// One copy to one address (within its budget), as path `path` of the client.
+    fn send_to_one(&mut self, addr: SocketAddr, path: u8, h: &Header, payload: &[u8]) {
+        let template = self.core.prepare(h, payload);
+        let copy = self.core.copy(&template, path);
+        self.core.discard(template);
+        let len = copy.len() as u64;
         if !self.bridges.within_budget(&addr, len) {
             self.core.counters.amplification_drops += 1;
-            return self.core.discard(buf);
+            return self.core.discard(copy);
         }
         self.bridges.on_send(&addr, len);
-        let mut set = AddrSet::default();
-        set.push(addr);
-        self.core.queue(ServerDest::Bridges(set), buf, 1);
+        self.core.queue(ServerDest::Bridge(addr), copy);
     }
 
-    fn create_session(&mut self, now: Instant, id: u64, from: SocketAddr) -> bool {
+    fn on_data(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
+        let epoch = header.epoch;
+        if !self.clients.contains_key(&epoch) {
+            if let Some((h, ch)) = self.tombstones.highest(epoch) {
+                // A client epoch dropped while idle speaks again, past what it had sent:
+                // admitted at once, from there on.
+                self.tombstones.raise(epoch);
+                if !self.admit_client(now, epoch, (h.saturating_add(1), ch.saturating_add(1))) {
+                    return;
+                }
+            } else if self.core.codec.sealed() {
+                return self.hold_unknown(now, from, header, payload);
+            } else if !self.admit_client(now, epoch, (0, 0)) {
+                return;
+            }
+        }
+        let origin = Origin {
+            from,
+            path: header.path,
+            session: header.session,
+        };
+        self.accept_data(now, epoch, header.seq, origin, payload);
+    }
+
+    /// A packet of a known client epoch: the window, then where that path is, the session
+    /// (created on its first packet), and the target.
+    fn accept_data(&mut self, now: Instant, epoch: u64, seq: u64, o: Origin, payload: &[u8]) {
+        let Some(client) = self.clients.get_mut(&epoch) else {
+            return;
+        };
+        if let Err(r) = client.window.accept(seq) {
+            return self
+                .core
+                .counters
+                .count_reject(super::peer::PeerReject::Window(r));
+        }
+        client.last_active = now;
+        client.learn(o.path, o.from, &self.bridges);
+        let Some(handle) = self.session_for(now, epoch, o.session, o.from) else {
+            return;
+        };
+        if let Some(s) = self.sessions.get_mut(&handle) {
+            s.session.last_active = now;
+        }
+        self.core.deliver(ServerDest::Target(handle), payload);
+    }
+
+    /// The handle of session `id` of client `epoch`, created if new (within the cap).
+    fn session_for(&mut self, now: Instant, epoch: u64, id: u64, from: SocketAddr) -> Option<u64> {
+        if let Some(&h) = self.by_key.get(&(epoch, id)) {
+            return Some(h);
+        }
         if self.sessions.len() >= self.core.params.max_sessions {
             self.core.refuse_over_cap(now, &"new sessions are refused");
+            return None;
+        }
+        let mut handle = self.core.rng.nonzero_u64();
+        while self.sessions.contains_key(&handle) {
+            handle = self.core.rng.nonzero_u64();
+        }
+        let session = Session {
+            id,
+            last_active: now,
+        };
+        self.sessions.insert(handle, Served { session, epoch });
+        self.by_key.insert((epoch, id), handle);
+        if let Some(c) = self.clients.get_mut(&epoch) {
+            c.sessions += 1;
+        }
+        self.core
+            .push_event(Event::SessionOpened { session: handle });
+        let idle = self.core.params.idle_timeout;
+        self.core.timers.set_earliest(Timer::Sweep, now + idle);
+        debug!("new session {id:016x} of client {epoch:016x} via {from}");
+        Some(handle)
+    }
+
+    /// A new client epoch, its DATA and control packets below `floors` refused; false when
+    /// over the cap.
+    fn admit_client(&mut self, now: Instant, epoch: u64, floors: (u64, u64)) -> bool {
+        if self.clients.len() >= self.core.params.max_sessions {
+            self.core.refuse_over_cap(now, &"new clients are refused");
             return false;
         }
         let window = self.core.params.window_size;
-        self.sessions.insert(
-            id,
-            Served {
-                session: Session::new(id, window, now),
-                paths: [None; MAX_SESSION_PATHS],
-            },
-        );
-        self.core.push_event(Event::SessionOpened { session: id });
+        self.clients
+            .insert(epoch, ClientEpoch::new(window, floors, now));
         let idle = self.core.params.idle_timeout;
         self.core.timers.set_earliest(Timer::Sweep, now + idle);
-        debug!("new session {id:016x} via {from}");
         true
     }
 
-    fn send_challenge(&mut self, to: SocketAddr, ch: Challenge) {
+    fn send_challenge(&mut self, now: Instant, to: SocketAddr, path: u8, ch: Challenge) {
         let (h, p) = self.core.challenge_packet(&ch);
-        self.send_to_one(to, &h, &p);
+        self.last_challenge.insert(to, now);
+        self.send_to_one(to, path, &h, &p);
     }
 
-    /// Keyed mode, unknown session: hold the packet and challenge its sender, since a
-    /// recorded packet would authenticate just as well as a fresh one.
+    /// Challenges `to`, unless it had one within the spacing (the retries cover it).
+    fn challenge_spaced(&mut self, now: Instant, to: SocketAddr, path: u8, ch: Challenge) {
+        let recent = self
+            .last_challenge
+            .get(&to)
+            .is_some_and(|t| now.saturating_duration_since(*t) < CHALLENGE_SPACING);
+        if recent {
+            self.core.counters.challenges_limited += 1;
+        } else {
+            self.send_challenge(now, to, path, ch);
+        }
+    }
+
+    /// Keyed mode, unknown client epoch: hold the (authenticated) packet and challenge its
+    /// sender, since a recorded packet would authenticate just as well as a fresh one.
     fn hold_unknown(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
-        let uptime_us = self.core.uptime_us(now);
-        if let Some(p) = self.pending_new.get_mut(&header.session) {
-            if p.epoch != header.epoch {
-                self.core.counters.stale_epoch += 1;
+        let age = self.tombstones.age_us(now, self.core.start);
+        let origin = Origin {
+            from,
+            path: header.path,
+            session: header.session,
+        };
+        if let Some(p) = self.pending.get_mut(header.epoch) {
+            if p.holds(header.seq) {
+                self.core.counters.duplicates += 1;
                 return;
             }
-            if !p.hold(header.seq, payload, from) {
+            if !p.hold(header.seq, payload, origin) {
                 self.core.counters.held_dropped += 1;
             }
-            if p.note_origin(from) {
-                let ch = p.challenge(header.session, uptime_us);
-                self.send_challenge(from, ch);
+            if p.note_origin(origin_key(origin)) {
+                let ch = p.challenge(header.session, age);
+                self.challenge_spaced(now, from, header.path, ch);
             }
             return;
         }
-        if self.pending_new.len() >= PENDING_MAX {
+        if !self.pending.has_room(from.ip()) {
             self.core.counters.held_dropped += 1;
             return;
         }
         let mut p = Pending::new(header.epoch, self.core.rng.next_u128(), now);
-        p.hold(header.seq, payload, from);
-        p.note_origin(from);
+        p.hold(header.seq, payload, origin);
+        p.note_origin(origin_key(origin));
         self.core.timers.set_earliest(Timer::Challenge, p.next_try);
-        let ch = p.challenge(header.session, uptime_us);
-        self.pending_new.insert(header.session, p);
-        self.send_challenge(from, ch);
-    }
-
-    fn on_data(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
-        let sealed = self.core.codec.sealed();
-        if !self.sessions.contains_key(&header.session) {
-            if sealed {
-                return self.hold_unknown(now, from, header, payload);
-            }
-            if !self.create_session(now, header.session, from) {
-                return;
-            }
-        }
-        let Some(served) = self.sessions.get_mut(&header.session) else {
-            return;
-        };
-        let rng = &mut self.core.rng;
-        let verdict = served
-            .session
-            .admit(now, header, payload, from, sealed, || rng.next_u128());
-        match verdict {
-            Admit::Deliver { restarted } => {
-                served.remember_path(from, &self.bridges);
-                if restarted {
-                    self.core.push_event(Event::PeerRestarted {
-                        session: header.session,
-                        epoch: header.epoch,
-                    });
-                }
-                self.core
-                    .deliver(ServerDest::Target(header.session), payload);
-            }
-            Admit::Hold { held, new_origin } => {
-                if !held {
-                    self.core.counters.held_dropped += 1;
-                }
-                let uptime_us = self.core.uptime_us(now);
-                let ch = served.session.pending.as_ref().filter(|_| new_origin);
-                if let Some(ch) = ch.map(|p| p.challenge(header.session, uptime_us)) {
-                    self.send_challenge(from, ch);
-                }
-            }
-            Admit::Challenge => {
-                // A session admitted under one client epoch now sees another: challenge every
-                // path this session uses, not only the one that spoke.
-                let Some(p) = &mut served.session.pending else {
-                    return;
-                };
-                for a in served.paths.iter().flatten() {
-                    p.note_origin(*a);
-                }
-                let targets = p.origins.clone();
-                let ch = p.challenge(header.session, self.core.uptime_us(now));
-                self.core.timers.set_earliest(Timer::Challenge, p.next_try);
-                for to in targets {
-                    self.send_challenge(to, ch);
-                }
-            }
-            Admit::Drop(r) => {
-                // A duplicate still shows the address is one of the session's paths.
-                if r == Refusal::Window(PeerReject::Window(Reject::Duplicate)) {
-                    served.remember_path(from, &self.bridges);
-                }
-                self.core.count_refusal(r);
-            }
-        }
+        let ch = p.challenge(header.session, age);
+        self.pending.insert(header.epoch, p, from.ip());
+        self.challenge_spaced(now, from, header.path, ch);
     }
 
     fn on_challenge(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
         let Some(ch) = self.core.parse_challenge(header, payload) else {
             return;
         };
-        let fresh_from = match self.sessions.get(&ch.session) {
-            // The server measures no round-trip time to the client: zero.
-            Some(s) => s
-                .session
-                .fresh_from(now, ch.uptime_us, Duration::ZERO, self.core.start),
-            // Nothing sent in this session under this epoch: nothing of it is fresh.
-            None => u64::MAX,
-        };
+        // The server measures no round-trip time to the client: zero.
+        let fresh_from = self.core.fresh_from(now, ch.age_us, Duration::ZERO);
         let (h, p) = self.core.response_packet(ch, fresh_from);
-        self.send_to_one(from, &h, &p);
+        self.send_to_one(from, header.path, &h, &p);
     }
 
-    fn on_response(&mut self, now: Instant, from: SocketAddr, header: &Header, payload: &[u8]) {
+    fn on_response(&mut self, now: Instant, header: &Header, payload: &[u8]) {
         let Ok(r) = Response::parse(payload) else {
             self.core.counters.malformed += 1;
             return;
         };
-        let id = r.challenge.session;
-        let (pending, restarted) = if self
-            .pending_new
-            .get(&id)
-            .is_some_and(|p| p.answered_by(&r, header.epoch))
+        let epoch = header.epoch;
+        if !self
+            .pending
+            .get(epoch)
+            .is_some_and(|p| p.answered_by(&r, epoch))
         {
-            let Some(p) = self.pending_new.remove(&id) else {
-                return;
-            };
-            if !self.create_session(now, id, from) {
-                self.core.counters.held_dropped += p.held.len() as u64;
-                return;
-            }
-            (p, false)
-        } else {
-            match self
-                .sessions
-                .get_mut(&id)
-                .and_then(|s| s.session.take_answered(&r, header.epoch))
-            {
-                Some(p) => (p, true),
-                None => return,
-            }
-        };
-        self.core.counters.challenges_answered += 1;
-        if restarted {
-            self.core.push_event(Event::PeerRestarted {
-                session: id,
-                epoch: pending.epoch,
-            });
+            return;
         }
-        // Never below what a removed incarnation of this session already delivered.
-        let mut floor = r.fresh_from;
-        if let Some(&(e, h)) = self.tombstones.get(&id) {
-            if e == pending.epoch {
-                floor = floor.max(h.saturating_add(1));
-            }
-        }
-        let Some(served) = self.sessions.get_mut(&id) else {
+        let Some(p) = self.pending.remove(epoch) else {
             return;
         };
-        let (_, released) = served.session.admit_answered(pending, floor);
-        served.session.last_active = now;
-        self.core.counters.stale_epoch += released.refused;
-        for (_, src) in &released.deliver {
-            served.remember_path(*src, &self.bridges);
+        self.core.counters.challenges_answered += 1;
+        // Every control packet it sent before this answer is old from now on.
+        let floors = (r.fresh_from, header.seq.saturating_add(1));
+        if !self.admit_client(now, epoch, floors) {
+            self.core.counters.held_dropped += p.held.len() as u64;
+            return;
         }
-        served.remember_path(from, &self.bridges);
-        for (data, _) in released.deliver {
-            self.core.deliver(ServerDest::Target(id), &data);
+        for (seq, data, origin) in p.held {
+            self.accept_data(now, epoch, seq, origin, &data);
         }
     }
 
-    /// Removes a session, leaving a tombstone in the keyed mode.
-    fn remove_session(&mut self, id: u64, reason: CloseReason) -> bool {
-        let Some(s) = self.sessions.remove(&id) else {
+    /// Removes a session; its client epoch goes with its last session when idle (sweep).
+    fn remove_session(&mut self, handle: u64, reason: CloseReason) -> bool {
+        let Some(s) = self.sessions.remove(&handle) else {
             return false;
         };
-        if self.core.codec.sealed() {
-            if let Some(cur) = s.session.peer.current() {
-                if self.tombstones.insert(id, cur).is_none() {
-                    self.tomb_order.push_back(id);
-                }
-                while self.tomb_order.len() > TOMBSTONES_MAX {
-                    if let Some(old) = self.tomb_order.pop_front() {
-                        self.tombstones.remove(&old);
-                    }
-                }
-            }
+        self.by_key.remove(&(s.epoch, s.session.id));
+        if let Some(c) = self.clients.get_mut(&s.epoch) {
+            c.sessions = c.sessions.saturating_sub(1);
         }
         self.core.push_event(Event::SessionClosed {
-            session: id,
+            session: handle,
             reason,
         });
         true
@@ -495,87 +464,79 @@ impl Server {
         let Some(probe) = self.core.parse_probe(header, payload) else {
             return;
         };
-        let Some(received) = self.bridges.peer_probe(from, header.epoch) else {
+        let Some(counts) = self.bridges.peer_probe(&from, header.epoch) else {
             return;
         };
-        let (h, ack) = self.core.probe_ack(header, probe, received);
-        self.send_to_one(from, &h, &ack);
+        let (h, ack) = self.core.probe_ack(header, probe, counts);
+        self.send_to_one(from, header.path, &h, &ack);
     }
 
-    fn on_close(&mut self, header: &Header) {
-        let Some(served) = self.sessions.get_mut(&header.session) else {
-            // Copies of a CLOSE for a session already gone: nothing to do.
+    fn on_close(&mut self, now: Instant, header: &Header) {
+        let Some(client) = self.clients.get_mut(&header.epoch) else {
+            // Copies of a CLOSE for a client already gone: nothing to do.
             return;
         };
-        match served.session.accept_close(header) {
-            Ok(()) => {
-                self.core.counters.close_received += 1;
-                self.core.counters.sessions_closed += 1;
-                self.remove_session(header.session, CloseReason::PeerClosed);
-                debug!("client closed session {:016x}", header.session);
-            }
-            Err(r) => self.core.count_refusal(r),
+        if let Err(r) = client.window.accept(header.seq) {
+            return self
+                .core
+                .counters
+                .count_reject(super::peer::PeerReject::Window(r));
         }
+        client.last_active = now;
+        let Some(&handle) = self.by_key.get(&(header.epoch, header.session)) else {
+            return;
+        };
+        self.core.counters.close_received += 1;
+        self.core.counters.sessions_closed += 1;
+        self.remove_session(handle, CloseReason::PeerClosed);
+        debug!("client closed session {:016x}", header.session);
     }
 
-    /// A datagram from the target, for `session`.
-    pub fn handle_target(&mut self, now: Instant, session: u64, payload: &[u8]) {
+    /// A datagram from the target, for the session with handle `handle`.
+    pub fn handle_target(&mut self, now: Instant, handle: u64, payload: &[u8]) {
         if !self.core.accept_local(payload.len()) {
             return;
         }
-        let Some(s) = self.sessions.get_mut(&session) else {
+        let Some(s) = self.sessions.get_mut(&handle) else {
             self.core.counters.unknown_session += 1;
             return;
         };
-        let seq = s.session.next_send(now);
-        let header = self.core.header(PacketType::Data, session, seq);
-        self.send_to_session(now, session, &header, payload);
+        s.session.last_active = now;
+        let (id, epoch) = (s.session.id, s.epoch);
+        let seq = self.core.next_seq(now);
+        let header = self.core.header(PacketType::Data, id, seq);
+        self.send_to_client(now, epoch, &header, payload);
     }
 
-    fn send_to_session(&mut self, now: Instant, session: u64, header: &Header, payload: &[u8]) {
-        let Some(s) = self.sessions.get(&session) else {
-            return;
-        };
-        let paths = s.paths;
-        // Encoded (and sealed) once; the same bytes go to every address.
-        let buf = self.core.encode(header, payload);
-        let len = buf.len() as u64;
+    /// Sends a packet to every live path of client `epoch`: sealed once, one copy per
+    /// address with that path's index.
+    fn send_to_client(&mut self, now: Instant, epoch: u64, header: &Header, payload: &[u8]) {
         let fresh = self.path_fresh();
-        let mut set = AddrSet::default();
-        let mut fallback = AddrSet::default();
-        for addr in paths.iter().flatten() {
-            let Some(p) = self.bridges.get(addr) else {
-                continue;
-            };
-            if !self.bridges.within_budget(addr, len) {
-                self.core.counters.amplification_drops += 1;
-                continue;
-            }
-            fallback.push(*addr);
-            if now.saturating_duration_since(p.last_rx) <= fresh {
-                set.push(*addr);
-            }
+        let template = self.core.prepare(header, payload);
+        // Each copy adds its trailer (a checksum or a path MAC) to the template.
+        let len = (template.len() + super::packet::PATH_MAC_LEN) as u64;
+        let Some(client) = self.clients.get_mut(&epoch) else {
+            return self.core.discard(template);
+        };
+        let (to, over_budget) = client.destinations(&self.bridges, now, fresh, len);
+        self.core.counters.amplification_drops += over_budget;
+        for (path, addr) in to {
+            let copy = self.core.copy(&template, path);
+            self.bridges.on_send(&addr, copy.len() as u64);
+            self.core.queue(ServerDest::Bridge(addr), copy);
         }
-        // If every path looks stale, try them all rather than none.
-        let set = if set.is_empty() { fallback } else { set };
-        if set.is_empty() {
-            return self.core.discard(buf);
-        }
-        for addr in set.as_slice() {
-            self.bridges.on_send(addr, len);
-        }
-        let copies = set.len();
-        self.core.queue(ServerDest::Bridges(set), buf, copies);
+        self.core.discard(template);
     }
 
     /// The driver could not open a target socket for a session: drop the session.
-    pub fn drop_session(&mut self, session: u64) {
-        if self.remove_session(session, CloseReason::NoResources) {
+    pub fn drop_session(&mut self, handle: u64) {
+        if self.remove_session(handle, CloseReason::NoResources) {
             self.core.counters.sessions_closed += 1;
         }
     }
 
-    /// Timers: validation retries, challenges, idle sessions, forgotten addresses.
+    /// Timers: validation retries, challenges, idle sessions and clients, forgotten
+    /// addresses and tombstones.
     pub fn handle_timeout(&mut self, now: Instant) {
         for t in self.core.timers.take_all_expired(now) {
             match t {
@@ -598,20 +559,50 @@ impl Server {
         }
     }
 
-    /// Expires idle sessions and forgets silent addresses, then sleeps until the next one
-    /// could go.
+    /// Expires idle sessions, then idle client epochs with no session left (leaving a
+    /// tombstone with a key), silent addresses and old tombstones; then sleeps until the
+    /// next one could go.
     fn sweep(&mut self, now: Instant) {
         let idle = self.core.params.idle_timeout;
-        let sessions = self.sessions.iter().map(|(id, s)| (id, &s.session));
+        let sessions = self.sessions.iter().map(|(h, s)| (h, &s.session));
         let (expired, next_session) = idle_sessions(sessions, now, idle);
-        for id in expired {
-            self.remove_session(id, CloseReason::Expired);
+        for handle in expired {
+            self.remove_session(handle, CloseReason::Expired);
             self.core.counters.sessions_expired += 1;
-            debug!("session {id:016x} expired");
+            debug!("session {handle:016x} expired");
         }
+        let sealed = self.core.codec.sealed();
+        let mut next_client: Option<Instant> = None;
+        let mut dropped = Vec::new();
+        for (&epoch, c) in &self.clients {
+            if c.sessions == 0 && now.saturating_duration_since(c.last_active) >= idle {
+                let highest = (
+                    c.window.highest().unwrap_or(0),
+                    c.control.highest().unwrap_or(0),
+                );
+                dropped.push((epoch, highest, c.last_active));
+            } else {
+                let at = c.last_active + idle;
+                next_client = Some(next_client.map_or(at, |t| t.min(at)));
+            }
+        }
+        for (epoch, highest, last) in dropped {
+            self.clients.remove(&epoch);
+            if sealed {
+                self.tombstones.bury(epoch, highest, last, now);
+            }
+        }
+        let next_tomb = self.tombstones.expire(now, idle + TOMBSTONE_MARGIN);
         let forget = PATH_FORGET.max(idle);
         let next_path = self.bridges.forget_silent(now, forget);
-        if let Some(next) = [next_path, next_session].into_iter().flatten().min() {
+        let bridges = &self.bridges;
+        self.last_challenge
+            .retain(|a, t| bridges.get(a).is_some() && now.saturating_duration_since(*t) < forget);
+        let next = [next_path, next_session, next_client, next_tomb]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(next) = next {
             self.core
                 .timers
                 .set(Timer::Sweep, next.max(now + SWEEP_MIN));
@@ -621,54 +612,46 @@ impl Server {
     /// Resends unanswered challenges to every address the pending packets came from; gives
     /// up (dropping the held packets) after about a second.
     fn retry_challenges(&mut self, now: Instant) {
-        let uptime_us = self.core.uptime_us(now);
-        let mut due: Vec<(SocketAddr, Challenge)> = Vec::new();
+        let age = self.tombstones.age_us(now, self.core.start);
+        let mut due: Vec<(Origin, Challenge)> = Vec::new();
         let mut dropped = 0u64;
         let mut next: Option<Instant> = None;
-        let mut step = |id: u64, p: &mut Pending<SocketAddr>| -> bool {
-            match p.poll_retry(now) {
-                Retry::GiveUp => {
-                    dropped += p.held.len() as u64;
-                    return false;
-                }
-                Retry::Resend => {
-                    let ch = p.challenge(id, uptime_us);
-                    due.extend(p.origins.iter().map(|a| (*a, ch)));
-                }
-                Retry::Wait => {}
+        self.pending.retain(|_, p| match p.poll_retry(now) {
+            Retry::GiveUp => {
+                dropped += p.held.len() as u64;
+                false
             }
-            next = Some(next.map_or(p.next_try, |t| t.min(p.next_try)));
-            true
-        };
-        self.pending_new.retain(|&id, p| step(id, p));
-        for (&id, s) in self.sessions.iter_mut() {
-            if let Some(p) = &mut s.session.pending {
-                if !step(id, p) {
-                    s.session.pending = None;
+            r => {
+                if r == Retry::Resend {
+                    let session = p.held.first().map_or(0, |(_, _, o)| o.session);
+                    let ch = p.challenge(session, age);
+                    due.extend(p.origins.iter().map(|o| (*o, ch)));
                 }
+                next = Some(next.map_or(p.next_try, |t| t.min(p.next_try)));
+                true
             }
-        }
+        });
         if let Some(t) = next {
             self.core.timers.set(Timer::Challenge, t);
         }
         self.core.counters.held_dropped += dropped;
-        for (to, ch) in due {
-            self.send_challenge(to, ch);
+        for (o, ch) in due {
+            self.send_challenge(now, o.from, o.path, ch);
         }
     }
 
     /// Clean shutdown: CLOSE every session so clients reset their view of us at once.
     pub fn close(&mut self, now: Instant) {
-        let ids: Vec<u64> = self.sessions.keys().copied().collect();
-        for id in ids {
-            let Some(s) = self.sessions.get_mut(&id) else {
+        let handles: Vec<u64> = self.sessions.keys().copied().collect();
+        for handle in handles {
+            let Some(s) = self.sessions.get(&handle) else {
                 continue;
             };
-            let seq = s.session.next_seq;
-            s.session.next_seq += 1;
+            let (id, epoch) = (s.session.id, s.epoch);
+            let seq = self.core.next_seq(now);
             let h = self.core.header(PacketType::Close, id, seq);
-            self.send_to_session(now, id, &h, &[]);
-            self.remove_session(id, CloseReason::Shutdown);
+            self.send_to_client(now, epoch, &h, &[]);
+            self.remove_session(handle, CloseReason::Shutdown);
             self.core.counters.sessions_closed += 1;
         }
     }
@@ -685,6 +668,11 @@ impl Server {
         self.core
             .stats(now, "server", "-", self.sessions.len(), paths)
     }
+}
+
+/// A pending epoch's origins are challenged once each: by address and path.
+fn origin_key(o: Origin) -> Origin {
+    Origin { session: 0, ..o }
 }
 
 super::endpoint::endpoint_of!(Server, ServerDest);

@@ -94,6 +94,11 @@ struct Cli {
     #[arg(long, value_name = "MS", value_parser = parse_ms)]
     reorder_extra: Option<f64>,
 
+    /// Test a tunnel against a hostile bridge: also send every datagram from UPSTREAM back to
+    /// UPSTREAM (as if the client had sent it), besides forwarding it to the client
+    #[arg(long)]
+    reflect: bool,
+
     /// Seed for the impairment random generator, for reproducible runs [default: time and pid]
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
@@ -198,6 +203,7 @@ impl Cli {
             stats_interval: (self.stats_interval > 0.0)
                 .then(|| Duration::from_secs_f64(self.stats_interval)),
             stats_json: self.stats_json,
+            reflect: self.reflect,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// Reports as JSON lines on stdout instead of info log lines.
     pub stats_json: bool,
+    /// A hostile bridge for tests: everything from upstream is also sent back upstream.
+    pub reflect: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,13 +59,15 @@ struct DirStats {
     delayed: u64,
     queue_full: u64,
     send_errors: u64,
+    /// Datagrams from upstream sent back upstream (`--reflect`).
+    reflected: u64,
 }
 
 impl fmt::Display for DirStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "rx {} ({} B) tx {} ({} B) lost {} blackholed {} dup {} reordered {} delayed {} queue-full {} send-err {}",
+            "rx {} ({} B) tx {} ({} B) lost {} blackholed {} dup {} reordered {} delayed {} queue-full {} send-err {} reflected {}",
             self.rx,
             self.rx_bytes,
             self.tx,
@@ -74,7 +78,8 @@ impl fmt::Display for DirStats {
             self.reordered,
             self.delayed,
             self.queue_full,
-            self.send_errors
+            self.send_errors,
+            self.reflected
         )
     }
 }
@@ -353,9 +358,14 @@ impl Relay {
             st.blackholed += 1;
             return;
         }
+        if self.cfg.reflect {
+            // The upstream's own datagram, back to it, as if the client had sent it.
+            st.reflected += 1;
+            self.send(Dir::Up, client, data);
+        }
         let decision = self.cfg.down.decide(&mut self.rng);
         if decision.copies == 0 {
-            st.lost += 1;
+            self.stats.down.lost += 1;
             return;
         }
         self.dispatch(Dir::Down, client, data, now, decision);

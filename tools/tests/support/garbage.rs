@@ -41,14 +41,14 @@ pub fn crc32(data: &[u8]) -> u32 {
 pub fn packet(
     ty: u8,
     flags: u8,
-    reserved: u8,
+    path: u8,
     session: u64,
     epoch: u64,
     seq: u64,
     payload: &[u8],
     good_crc: bool,
 ) -> Vec<u8> {
-    let mut p = vec![0xD1, ty, flags, reserved];
+    let mut p = vec![0xD2, ty, flags, path];
     p.extend(session.to_be_bytes());
     p.extend(epoch.to_be_bytes());
     p.extend(seq.to_be_bytes());
@@ -58,8 +58,9 @@ pub fn packet(
     p
 }
 
-/// Random bytes, 0xD1-prefixed noise, every type/flag/reserved combination with right and
-/// wrong CRCs, well-formed packets of unknown sessions, and truncated and bit-flipped copies.
+/// Random bytes, version-1 and version-2 prefixed noise, every type/flag/path-index
+/// combination with right and wrong CRCs, well-formed packets of unknown sessions (from
+/// either role), and truncated and bit-flipped copies.
 pub fn garbage(rng: &mut Rng) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for _ in 0..300 {
@@ -69,13 +70,13 @@ pub fn garbage(rng: &mut Rng) -> Vec<Vec<u8>> {
     for _ in 0..100 {
         let n = 1 + rng.below(200) as usize;
         let mut d = rng.bytes(n);
-        d[0] = 0xD1;
+        d[0] = if n % 2 == 0 { 0xD1 } else { 0xD2 };
         out.push(d);
     }
     let mut valid = Vec::new();
-    for ty in 0..=9u8 {
-        for flags in [0u8, 1, 2, 0x80] {
-            for reserved in [0u8, 7] {
+    for ty in 0..=12u8 {
+        for flags in [0u8, 1, 2, 3, 0x80] {
+            for path in [0u8, 7, 64] {
                 for good in [true, false] {
                     let session = if rng.below(4) == 0 { 0 } else { rng.next() };
                     let n = rng.below(64) as usize;
@@ -83,14 +84,14 @@ pub fn garbage(rng: &mut Rng) -> Vec<Vec<u8>> {
                     let p = packet(
                         ty,
                         flags,
-                        reserved,
+                        path,
                         session,
                         rng.next(),
                         rng.next(),
                         &payload,
                         good,
                     );
-                    if good && flags == 0 && reserved == 0 {
+                    if good && flags & !2 == 0 && path < 64 {
                         valid.push(p.clone());
                     }
                     out.push(p);
@@ -124,7 +125,7 @@ pub fn garbage(rng: &mut Rng) -> Vec<Vec<u8>> {
         ));
         let token = rng.bytes(8);
         valid.push(packet(2, 0, 0, 0, rng.next(), rng.next(), &token, true));
-        let ack = rng.bytes(24);
+        let ack = rng.bytes(32);
         valid.push(packet(3, 0, 0, 0, rng.next(), rng.next(), &ack, true));
     }
     for p in &valid {
@@ -139,7 +140,7 @@ pub fn garbage(rng: &mut Rng) -> Vec<Vec<u8>> {
     }
     out.extend(valid);
     let mut big = rng.bytes(65_507);
-    big[..4].copy_from_slice(&[0xD1, 1, 0, 0]);
+    big[..4].copy_from_slice(&[0xD2, 1, 0, 0]);
     out.push(big);
     out
 }

@@ -17,6 +17,9 @@ pub enum RelayKind {
     Replay(Vec<Duration>),
     /// Sends, before each datagram, a copy with one random bit flipped (xorshift seed).
     Flip(u64),
+    /// Sends every client datagram to the server again from this many other source ports,
+    /// which it replaces with fresh ones every 100 datagrams (a port-hopping replayer).
+    PortHop(usize),
 }
 
 /// A UDP relay on two sockets (front for the client, back connected to the server) run by two
@@ -28,7 +31,7 @@ pub struct Relay {
     client: Arc<Mutex<Option<SocketAddr>>>,
     /// Copies replayed or bit-flipped copies sent.
     pub replayed: Arc<AtomicU64>,
-    /// Forwarded datagrams that were not SEALED mptunnel packets (flags bit 0 clear).
+    /// Forwarded datagrams that were not SEALED mptunnel v2 packets (flags bit 0 clear).
     pub plain: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -45,9 +48,10 @@ impl Drop for Relay {
 
 impl Relay {
     pub fn start(ip: IpAddr, upstream: SocketAddr, kind: &RelayKind) -> Relay {
-        let (replays, flip) = match kind {
-            RelayKind::Replay(d) => (d.clone(), None),
-            RelayKind::Flip(seed) => (vec![], Some(*seed)),
+        let (replays, flip, hop) = match kind {
+            RelayKind::Replay(d) => (d.clone(), None, 0),
+            RelayKind::Flip(seed) => (vec![], Some(*seed), 0),
+            RelayKind::PortHop(n) => (vec![], None, *n),
         };
         let front = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind relay front");
         let back = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind relay back");
@@ -72,7 +76,14 @@ impl Relay {
             let replays = replays.clone();
             // Each direction its own stream (a zero xorshift state would stay zero).
             let mut flipper = flip.map(|seed| Rng((seed ^ u64::from(up)).max(1)));
+            let fresh_ports = move || -> Vec<UdpSocket> {
+                (0..if up { hop } else { 0 })
+                    .map(|_| UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind hopper"))
+                    .collect()
+            };
             threads.push(thread::spawn(move || {
+                let mut hoppers = fresh_ports();
+                let mut hopped = 0u64;
                 let mut queues: Vec<VecDeque<(Instant, Vec<u8>)>> =
                     replays.iter().map(|_| VecDeque::new()).collect();
                 let mut buf = vec![0u8; 65_536];
@@ -100,10 +111,20 @@ impl Relay {
                             forward(&copy);
                             replayed.fetch_add(1, Ordering::Relaxed);
                         }
-                        if n < 3 || buf[0] != 0xD1 || buf[2] & 1 == 0 {
+                        if n < 3 || buf[0] != 0xD2 || buf[2] & 1 == 0 {
                             plain.fetch_add(1, Ordering::Relaxed);
                         }
                         forward(&buf[..n]);
+                        if !hoppers.is_empty() {
+                            for h in &hoppers {
+                                let _ = h.send_to(&buf[..n], upstream);
+                                replayed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            hopped += 1;
+                            if hopped % 100 == 0 {
+                                hoppers = fresh_ports();
+                            }
+                        }
                         let now = Instant::now();
                         for (q, d) in queues.iter_mut().zip(&replays) {
                             q.push_back((now + *d, buf[..n].to_vec()));
