@@ -74,8 +74,10 @@ pub struct PathConfig {
     pub dev: Option<String>,
     /// Name for logs and stats.
     pub name: Option<String>,
-    /// Relative weight (used by the `balance` mode in later versions; accepted and kept).
+    /// Relative weight in the `balance` mode (its share is capacity × weight).
     pub weight: u32,
+    /// A backup path (`backup` on its line): data only while every other path is down.
+    pub backup: bool,
 }
 
 impl PathConfig {
@@ -457,11 +459,16 @@ fn parse_path_words(words: &[&str]) -> Result<PathConfig, ConfigError> {
         dev: None,
         name: None,
         weight: 1,
+        backup: false,
     };
     for kv in rest {
+        if *kv == "backup" {
+            path.backup = true;
+            continue;
+        }
         let Some((k, v)) = kv.split_once('=') else {
             return Err(ConfigError::new(format!(
-                "unexpected '{kv}' after the port (expected key=value)"
+                "unexpected '{kv}' after the port (expected key=value or backup)"
             )));
         };
         match k {
@@ -488,7 +495,7 @@ fn parse_path_words(words: &[&str]) -> Result<PathConfig, ConfigError> {
             "weight" => path.weight = parse_int("weight", v, 1, 1_000_000)? as u32,
             _ => {
                 return Err(ConfigError::new(format!(
-                    "unknown path option '{k}' (known: bind, dev, name, weight)"
+                    "unknown path option '{k}' (known: backup, bind, dev, name, weight)"
                 )))
             }
         }

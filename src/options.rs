@@ -111,7 +111,7 @@ pub struct OptionSpec {
 }
 
 /// The modes `mode` takes in this version.
-pub const MODES: &[&str] = &["redundant"];
+pub const MODES: &[&str] = &["redundant", "failover", "k-best=K", "balance"];
 
 /// Every option, in the order the tools' `--help` lists them.
 pub static OPTIONS: &[OptionSpec] = &[
@@ -143,7 +143,8 @@ pub static OPTIONS: &[OptionSpec] = &[
         value_name: "HOST:PORT",
         default: None,
         help: "Add a path (a bridge, or the server itself); repeatable. Optionally followed \
-               by name=NAME, bind=LOCAL_IP, dev=IFACE, weight=N.",
+               by name=NAME, bind=LOCAL_IP, dev=IFACE, weight=N (balance) and backup (data only \
+               while every other path is down).",
     },
     OptionSpec {
         name: "config",
@@ -162,7 +163,10 @@ pub static OPTIONS: &[OptionSpec] = &[
         kind: Kind::Choice(MODES),
         value_name: "MODE",
         default: Some("redundant"),
-        help: "Scheduling mode: redundant (every datagram on every path that is not down).",
+        help: "Scheduling mode: redundant (every datagram on every path that is not down), \
+               failover (the best path; the next best too while it is in doubt), k-best=K \
+               (the K best paths by RTT and loss) or balance (datagrams spread by measured \
+               capacity x weight). The server schedules replies the same way.",
     },
     OptionSpec {
         name: "probe-interval",

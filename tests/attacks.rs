@@ -197,7 +197,10 @@ fn a_forged_path_index_is_dropped_before_the_window() {
     }
     let genuine = copies
         .iter()
-        .find(|t| t.dest == mptunnel::protocol::transmit::ClientDest::Path(0))
+        .find(|t| {
+            t.dest == mptunnel::protocol::transmit::ClientDest::Path(0)
+                && ptype(&t.data) == Some(PacketType::Data)
+        })
         .expect("a copy on path 0");
     let mut forged = genuine.data.clone();
     forged[packet::PATH_OFFSET] = 1;

@@ -87,6 +87,8 @@ pub(super) fn build(setup: Setup) -> Result<ClientDriver, Error> {
         specs.push(PathSpec {
             name: p.display_name(),
             remote: remote.to_string(),
+            backup: p.backup,
+            weight: p.weight,
         });
     }
     let endpoint = Client::new(

@@ -11,11 +11,13 @@ use log::debug;
 
 use super::endpoint::Core;
 use super::event::{CloseReason, Event, PathReason};
-use super::packet::{Challenge, Header, PacketType, Probe, ProbeAck, Response, Sender};
+use super::packet::{
+    Announce, Challenge, Header, PacketType, Probe, ProbeAck, Response, Sender, ANNOUNCE_MAX,
+};
 use super::params::Params;
 use super::path::{ClientPath, PathState};
 use super::peer::{Admit, Peer, Refusal};
-use super::scheduler::{Mode, Scheduler};
+use super::scheduler::{self, Mode, PathView, Plan, Scheduler};
 use super::secure_rng::Seed;
 use super::session::{idle_sessions, Session};
 use super::stats::Stats;
@@ -24,6 +26,15 @@ use super::transmit::{ClientDest, PathMask, MAX_PATHS};
 
 /// Idle sessions are looked for at most this often.
 const SWEEP_MIN: Duration = Duration::from_secs(1);
+/// A plan is made again at least this often while data flows.
+const PLAN_EVERY: Duration = Duration::from_millis(1);
+/// Balance shares are measured again this often.
+const SHARES_EVERY: Duration = Duration::from_millis(250);
+/// The announcement is repeated this often (it may be lost), and sent at most this often.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+const ANNOUNCE_MIN: Duration = Duration::from_millis(5);
+/// Data from the server this recent means a two-way flow runs (for doubt).
+const TWO_WAY: Duration = Duration::from_secs(1);
 
 /// The client side of the tunnel, sans IO.
 #[derive(Debug)]
@@ -36,6 +47,16 @@ pub struct Client {
     /// The server's epochs; held packets wait with their session's id.
     server: Peer<u64>,
     scheduler: Scheduler,
+    /// The current plan and when it was made.
+    plan: Plan,
+    plan_at: Option<Instant>,
+    /// Balance shares for the server's direction, and when they were measured.
+    down_shares: Vec<f64>,
+    shares_at: Option<Instant>,
+    /// The announcement last sent, and when.
+    announced: Option<(Announce, Instant)>,
+    /// The last DATA from the server (a two-way flow runs).
+    last_peer_data: Option<Instant>,
 }
 
 /// Description of one path for [`Client::new`].
@@ -45,6 +66,10 @@ pub struct PathSpec {
     pub name: String,
     /// Remote address as text, for stats.
     pub remote: String,
+    /// A backup path: data only while every other path is down.
+    pub backup: bool,
+    /// Weight in `balance` (at least 1).
+    pub weight: u32,
 }
 
 impl Client {
@@ -60,7 +85,11 @@ impl Client {
         let paths = paths
             .into_iter()
             .take(MAX_PATHS)
-            .map(|p| ClientPath::new(p.name, p.remote, now))
+            .map(|p| {
+                let mut path = ClientPath::new(p.name, p.remote, now);
+                path.set_options(p.backup, p.weight);
+                path
+            })
             .collect();
         let window = params.window_size;
         Client {
@@ -70,7 +99,58 @@ impl Client {
             by_id: HashMap::new(),
             server: Peer::new(window),
             scheduler: Scheduler::new(mode),
+            plan: Plan::default(),
+            plan_at: None,
+            down_shares: Vec::new(),
+            shares_at: None,
+            announced: None,
+            last_peer_data: None,
         }
+    }
+
+    /// The scheduling mode.
+    pub fn mode(&self) -> Mode {
+        self.scheduler.mode()
+    }
+
+    /// Switches the scheduling mode on the running tunnel; the server hears of it at once.
+    pub fn set_mode(&mut self, now: Instant, mode: Mode) {
+        if mode != self.scheduler.mode() {
+            log::info!(
+                "event=mode mode={} was={}",
+                mode.name(),
+                self.scheduler.mode().name()
+            );
+            self.scheduler.set_mode(mode);
+            self.replan(now);
+        }
+    }
+
+    /// Sets path `i`'s options (a reloaded config).
+    pub fn set_path_options(&mut self, i: usize, name: String, backup: bool, weight: u32) {
+        if let Some(p) = self.paths.get_mut(i) {
+            p.set_name(name);
+            p.set_options(backup, weight);
+            self.plan_at = None;
+        }
+    }
+
+    /// Adds a path at the end (a reloaded config); returns its index, or None when the
+    /// tunnel has [`MAX_PATHS`] already.
+    pub fn add_path(&mut self, now: Instant, spec: PathSpec) -> Option<usize> {
+        if self.paths.len() >= MAX_PATHS {
+            return None;
+        }
+        let mut path = ClientPath::new(spec.name, spec.remote, now);
+        path.set_options(spec.backup, spec.weight);
+        self.paths.push(path);
+        self.plan_at = None;
+        Some(self.paths.len() - 1)
+    }
+
+    /// The active path in failover, once chosen.
+    pub fn active_path(&self) -> Option<usize> {
+        self.scheduler.active()
     }
 
     /// Number of paths.
@@ -115,7 +195,7 @@ impl Client {
         let id = session.id;
         let seq = self.core.next_seq(now);
         let header = self.core.header(PacketType::Data, id, seq);
-        self.send_on_scheduled(&header, payload);
+        self.send_on_scheduled(now, &header, payload);
     }
 
     fn open_session(&mut self, now: Instant, from: SocketAddr) -> bool {
@@ -141,17 +221,152 @@ impl Client {
         true
     }
 
-    fn scheduled(&mut self) -> PathMask {
-        self.scheduler.select(self.paths.iter().map(|p| p.state()))
+    fn two_way(&self, now: Instant) -> bool {
+        self.last_peer_data
+            .is_some_and(|t| now.saturating_duration_since(t) < TWO_WAY)
     }
 
-    fn send_on_scheduled(&mut self, header: &Header, payload: &[u8]) {
-        let mask = self.scheduled();
-        self.send_on(mask, header, payload);
+    fn views(&self, now: Instant, down: bool) -> Vec<PathView> {
+        let two_way = self.two_way(now);
+        self.paths
+            .iter()
+            .map(|p| {
+                let (o, i) = p.loss();
+                let (cap_out, cap_in) = p.capacity();
+                PathView {
+                    state: p.state(),
+                    backup: p.is_backup(),
+                    weight: p.weight(),
+                    rtt_ms: p.srtt().map(|d| d.as_secs_f64() * 1000.0),
+                    loss: match (o, i) {
+                        (None, None) => None,
+                        (a, b) => Some(a.unwrap_or(0.0).max(b.unwrap_or(0.0))),
+                    },
+                    in_doubt: p.in_doubt(now, two_way),
+                    capacity: if down { cap_in } else { cap_out },
+                }
+            })
+            .collect()
+    }
+
+    /// Makes the plan again from the paths' figures; tells the server when it changed.
+    fn replan(&mut self, now: Instant) {
+        let views = self.views(now, false);
+        self.plan = self.scheduler.plan(now, &views);
+        self.plan_at = Some(now);
+        if let Some(sw) = self.scheduler.take_switch() {
+            let name = |i: usize| self.paths.get(i).map_or("-", |p| p.name());
+            log::info!(
+                "event=active path={} was={} reason={}",
+                name(sw.to),
+                sw.from.map_or("-", name),
+                sw.reason
+            );
+        }
+        let carrying = self.plan.mask;
+        for (i, p) in self.paths.iter_mut().enumerate() {
+            p.set_carrying(carrying & (1 << i) != 0);
+        }
+        if self.scheduler.mode() == Mode::Balance
+            && self
+                .shares_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= SHARES_EVERY)
+        {
+            let down = self.views(now, true);
+            self.down_shares = scheduler::balance_shares(&down, self.plan.mask);
+            self.shares_at = Some(now);
+        }
+        self.maybe_announce(now);
+    }
+
+    /// What the server should do with this client's replies now.
+    fn announcement(&self) -> Announce {
+        let mode = self.scheduler.mode();
+        let (m, k) = mode.wire();
+        let mut an = Announce {
+            mode: m,
+            k,
+            mask: if mode == Mode::Redundant {
+                0
+            } else {
+                self.plan.mask
+            },
+            ..Announce::default()
+        };
+        if mode == Mode::Balance {
+            scheduler::shares_to_weights(&self.down_shares, &mut an);
+        }
+        an
+    }
+
+    /// Sends the announcement on every path that is not down when it changed (at most
+    /// every 5 ms) or once a second.
+    fn maybe_announce(&mut self, now: Instant) {
+        let an = self.announcement();
+        let due = match &self.announced {
+            None => true,
+            Some((last, at)) => {
+                let age = now.saturating_duration_since(*at);
+                (*last != an && age >= ANNOUNCE_MIN) || age >= ANNOUNCE_EVERY
+            }
+        };
+        if !due {
+            if self.announced.as_ref().is_some_and(|(last, _)| *last != an) {
+                self.core
+                    .timers
+                    .set_earliest(Timer::Schedule, now + ANNOUNCE_MIN);
+            }
+            return;
+        }
+        self.announced = Some((an, now));
+        let mut buf = [0u8; ANNOUNCE_MAX];
+        let n = an.write(&mut buf);
+        let h = self.core.control_header(PacketType::Announce);
+        let alive = self
+            .paths
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.state() != PathState::Down)
+            .fold(0, |m, (i, _)| m | 1 << i);
+        let mask = if alive == 0 {
+            self.plan.mask
+        } else {
+            alive | self.plan.mask
+        };
+        self.send_on(now, mask, &h, &buf[..n], false);
+    }
+
+    /// The paths for the next datagram.
+    fn scheduled(&mut self, now: Instant) -> PathMask {
+        if self
+            .plan_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= PLAN_EVERY)
+        {
+            self.replan(now);
+        }
+        if self.scheduler.mode() == Mode::Balance {
+            let one = self.scheduler.pick(&self.plan);
+            if one != 0 {
+                return one;
+            }
+        }
+        self.plan.mask
+    }
+
+    fn send_on_scheduled(&mut self, now: Instant, header: &Header, payload: &[u8]) {
+        let mask = self.scheduled(now);
+        self.send_on(now, mask, header, payload, header.ptype == PacketType::Data);
     }
 
     /// Sends one copy on each path of `mask`: sealed once, each copy with its path index.
-    fn send_on(&mut self, mask: PathMask, header: &Header, payload: &[u8]) {
+    fn send_on(
+        &mut self,
+        now: Instant,
+        mask: PathMask,
+        header: &Header,
+        payload: &[u8],
+        data: bool,
+    ) {
         if mask == 0 {
             return;
         }
@@ -159,7 +374,11 @@ impl Client {
         for i in 0..self.paths.len() {
             if mask & (1 << i) != 0 {
                 let copy = self.core.copy(&template, i as u8);
-                self.paths[i].on_send(copy.len());
+                if data {
+                    self.paths[i].on_send_data(now, copy.len());
+                } else {
+                    self.paths[i].on_send(copy.len());
+                }
                 self.core.queue(ClientDest::Path(i), copy);
             }
         }
@@ -201,6 +420,7 @@ impl Client {
         if let Some(old) = self.paths[path].on_receive(now, len, &self.core.params) {
             let change = self.paths[path].change(path, old, PathReason::Heard);
             self.core.push_event(Event::Path(change));
+            self.plan_at = None;
         }
         if header.session == super::packet::CONTROL_SESSION {
             if let Err(r) = self.paths[path].accept_control(header.epoch, header.seq) {
@@ -210,7 +430,7 @@ impl Client {
         }
         match header.ptype {
             PacketType::Data => self.on_data(now, path, header, payload),
-            PacketType::Probe => self.on_probe(path, header, payload),
+            PacketType::Probe => self.on_probe(now, path, header, payload),
             PacketType::ProbeAck => self.on_probe_ack(now, path, header, payload),
             PacketType::Close => self.on_close(header),
             PacketType::Challenge => self.on_challenge(now, path, header, payload),
@@ -253,6 +473,7 @@ impl Client {
                 if let Some(s) = self.sessions.get_mut(&app) {
                     s.last_active = now;
                 }
+                self.last_peer_data = Some(now);
                 self.core.deliver(ClientDest::App(app), payload);
             }
             Admit::Hold { held, .. } => {
@@ -268,16 +489,16 @@ impl Client {
                 let ch = p.challenge(header.session, self.core.uptime_us(now));
                 self.core.timers.set_earliest(Timer::Challenge, p.next_try);
                 // On every path: one lost challenge would stall the tunnel.
-                let mask = self.scheduled() | (1 << path);
-                self.send_challenge(mask, ch);
+                let mask = self.scheduled(now) | (1 << path);
+                self.send_challenge(now, mask, ch);
             }
             Admit::Drop(r) => self.core.count_refusal(r),
         }
     }
 
-    fn send_challenge(&mut self, mask: PathMask, ch: Challenge) {
+    fn send_challenge(&mut self, now: Instant, mask: PathMask, ch: Challenge) {
         let (h, p) = self.core.challenge_packet(&ch);
-        self.send_on(mask, &h, &p);
+        self.send_on(now, mask, &h, &p, false);
     }
 
     fn on_challenge(&mut self, now: Instant, path: usize, header: &Header, payload: &[u8]) {
@@ -293,7 +514,7 @@ impl Client {
             .unwrap_or_default();
         let fresh_from = self.core.fresh_from(now, ch.age_us, rtt);
         let (h, p) = self.core.response_packet(ch, fresh_from);
-        self.send_on(1 << path, &h, &p);
+        self.send_on(now, 1 << path, &h, &p, false);
     }
 
     fn on_response(&mut self, header: &Header, payload: &[u8]) {
@@ -319,13 +540,13 @@ impl Client {
         }
     }
 
-    fn on_probe(&mut self, path: usize, header: &Header, payload: &[u8]) {
+    fn on_probe(&mut self, now: Instant, path: usize, header: &Header, payload: &[u8]) {
         let Some(probe) = self.core.parse_probe(header, payload) else {
             return;
         };
         let counts = self.paths[path].on_peer_probe(header.epoch);
         let (h, ack) = self.core.probe_ack(header, probe, counts);
-        self.send_on(1 << path, &h, &ack);
+        self.send_on(now, 1 << path, &h, &ack, false);
     }
 
     fn on_probe_ack(&mut self, now: Instant, path: usize, header: &Header, payload: &[u8]) {
@@ -337,6 +558,7 @@ impl Client {
         if let Some(old) = p.on_ack(now, &ack, header.epoch, &self.core.params) {
             let change = p.change(path, old, PathReason::Loss);
             self.core.push_event(Event::Path(change));
+            self.plan_at = None;
         }
     }
 
@@ -370,19 +592,43 @@ impl Client {
                 };
                 let change = self.paths[i].change(i, old, reason);
                 self.core.push_event(Event::Path(change));
+                self.plan_at = None;
             }
             if let Some(token) = self.paths[i].poll_probe(now, &self.core.params) {
                 let h = self.core.control_header(PacketType::Probe);
-                self.send_on(1 << i, &h, &Probe { token }.to_bytes());
+                let figures = self.paths[i].figures();
+                self.send_on(now, 1 << i, &h, &Probe { token, figures }.to_bytes(), false);
             }
         }
         for t in self.core.timers.take_all_expired(now) {
             match t {
                 Timer::Challenge => self.retry_challenge(now),
                 Timer::Sweep => self.sweep(now),
-                Timer::Validation => {}
+                Timer::Validation | Timer::Schedule => {}
             }
         }
+        // Paths may have changed, or fallen in doubt: plan again, announce if it changed.
+        self.replan(now);
+        if self.scheduler.mode() != Mode::Redundant {
+            let two_way = self.two_way(now);
+            if let Some(t) = self
+                .plan_mask_paths()
+                .filter_map(|i| self.paths[i].doubt_deadline(two_way))
+                .filter(|&t| t > now)
+                .min()
+            {
+                self.core.timers.set_earliest(Timer::Schedule, t);
+            }
+        }
+        if let Some((_, at)) = self.announced {
+            self.core
+                .timers
+                .set_earliest(Timer::Schedule, at + ANNOUNCE_EVERY);
+        }
+    }
+
+    fn plan_mask_paths(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.paths.len()).filter(|&i| self.plan.mask & (1 << i) != 0)
     }
 
     /// Expires idle sessions, then sleeps until the next one could expire.
@@ -418,8 +664,8 @@ impl Client {
                 let session = p.held.first().map_or(0, |(_, _, s)| *s);
                 let ch = p.challenge(session, age);
                 self.core.timers.set(Timer::Challenge, p.next_try);
-                let mask = self.scheduled();
-                self.send_challenge(mask, ch);
+                let mask = self.scheduled(now);
+                self.send_challenge(now, mask, ch);
             }
         }
     }
@@ -434,7 +680,7 @@ impl Client {
             // Tell the server it can free the session's socket now.
             let seq = self.core.next_seq(now);
             let h = self.core.header(PacketType::Close, s.id, seq);
-            self.send_on_scheduled(&h, &[]);
+            self.send_on_scheduled(now, &h, &[]);
         }
     }
 
@@ -462,7 +708,7 @@ impl Client {
         let paths = self.paths.iter().map(|p| p.stats(now)).collect();
         let mode = self.scheduler.mode().name();
         self.core
-            .stats(now, "client", mode, self.sessions.len(), paths)
+            .stats(now, "client", &mode, self.sessions.len(), paths)
     }
 }
 

@@ -262,13 +262,14 @@ impl<D> Core<D> {
         &mut self,
         header: &Header,
         probe: Probe,
-        (probes, data): (u64, u64),
+        (probes, data, data_sent): crate::protocol::path::AckCounts,
     ) -> (Header, [u8; PROBE_ACK_LEN]) {
         let ack = ProbeAck {
             echo_seq: header.seq,
             echo_token: probe.token,
             probes_received: probes,
             data_received: data,
+            data_sent,
         };
         (self.control_header(PacketType::ProbeAck), ack.to_bytes())
     }
@@ -402,6 +403,7 @@ impl<D> Core<D> {
             sessions,
             totals: self.counters.clone(),
             paths,
+            clients: Vec::new(),
         }
     }
 }

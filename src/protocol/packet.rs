@@ -93,11 +93,7 @@ impl PacketType {
     pub fn reserved(self) -> bool {
         matches!(
             self,
-            Self::TargetRequest
-                | Self::TargetDeny
-                | Self::TargetAck
-                | Self::FecShard
-                | Self::Announce
+            Self::TargetRequest | Self::TargetDeny | Self::TargetAck | Self::FecShard
         )
     }
 }
@@ -289,20 +285,64 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
     Ok((header, &bytes[HEADER_LEN..body_end]))
 }
 
-/// Payload of a PROBE: an opaque token the peer echoes back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Payload of a PROBE: an opaque token the peer echoes back, and what the prober has
+/// measured on that path (so the acker can show both ends' view of it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Probe {
     /// Sender-private value (a probe number for RTT, or a random validation token).
     pub token: u64,
+    /// The prober's figures for this path (zero in a validation probe).
+    pub figures: PathFigures,
 }
 
+/// A path's figures as its prober measured them, carried in each PROBE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathFigures {
+    /// Smoothed RTT in µs (0: not measured yet).
+    pub rtt_us: u32,
+    /// RTT variation (jitter) in µs.
+    pub jitter_us: u32,
+    /// Loss prober → acker, in 1/10,000 (`u16::MAX`: not measured yet).
+    pub loss_out: u16,
+    /// Loss acker → prober, in 1/10,000 (`u16::MAX`: not measured yet).
+    pub loss_in: u16,
+    /// The path's state at the prober: 0 up, 1 lossy, 2 down.
+    pub state: u8,
+    /// Bit 0: a backup path.
+    pub flags: u8,
+}
+
+/// `PathFigures::loss_*` when not measured.
+pub const LOSS_UNKNOWN: u16 = u16::MAX;
+
 /// Length of a PROBE payload.
-pub const PROBE_LEN: usize = 8;
+pub const PROBE_LEN: usize = 24;
 
 impl Probe {
+    /// A probe with a token only (validation probes).
+    pub fn token(token: u64) -> Probe {
+        Probe {
+            token,
+            figures: PathFigures {
+                loss_out: LOSS_UNKNOWN,
+                loss_in: LOSS_UNKNOWN,
+                ..PathFigures::default()
+            },
+        }
+    }
+
     /// Serializes the payload.
     pub fn to_bytes(self) -> [u8; PROBE_LEN] {
-        self.token.to_be_bytes()
+        let f = self.figures;
+        let mut b = [0u8; PROBE_LEN];
+        b[0..8].copy_from_slice(&self.token.to_be_bytes());
+        b[8..12].copy_from_slice(&f.rtt_us.to_be_bytes());
+        b[12..16].copy_from_slice(&f.jitter_us.to_be_bytes());
+        b[16..18].copy_from_slice(&f.loss_out.to_be_bytes());
+        b[18..20].copy_from_slice(&f.loss_in.to_be_bytes());
+        b[20] = f.state;
+        b[21] = f.flags;
+        b
     }
 
     /// Parses the payload; extra bytes are allowed and ignored (as for every control
@@ -311,7 +351,19 @@ impl Probe {
         if p.len() < PROBE_LEN {
             return Err(DecodeError::BadPayload);
         }
-        Ok(Probe { token: be_u64(p) })
+        let u32_at = |i: usize| u32::from_be_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+        let u16_at = |i: usize| u16::from_be_bytes([p[i], p[i + 1]]);
+        Ok(Probe {
+            token: be_u64(p),
+            figures: PathFigures {
+                rtt_us: u32_at(8),
+                jitter_us: u32_at(12),
+                loss_out: u16_at(16),
+                loss_in: u16_at(18),
+                state: p[20],
+                flags: p[21],
+            },
+        })
     }
 }
 
@@ -328,10 +380,13 @@ pub struct ProbeAck {
     /// How many DATA copies the acker has received on this path from the prober's current
     /// epoch (duplicates included): loss measured on the data itself.
     pub data_received: u64,
+    /// How many DATA copies the acker has sent on this path to the prober's current epoch:
+    /// with the prober's own count, the loss of the acker's data on the way back.
+    pub data_sent: u64,
 }
 
 /// Length of a PROBE_ACK payload.
-pub const PROBE_ACK_LEN: usize = 32;
+pub const PROBE_ACK_LEN: usize = 40;
 
 impl ProbeAck {
     /// Serializes the payload.
@@ -341,6 +396,7 @@ impl ProbeAck {
         b[8..16].copy_from_slice(&self.echo_token.to_be_bytes());
         b[16..24].copy_from_slice(&self.probes_received.to_be_bytes());
         b[24..32].copy_from_slice(&self.data_received.to_be_bytes());
+        b[32..40].copy_from_slice(&self.data_sent.to_be_bytes());
         b
     }
 
@@ -354,6 +410,7 @@ impl ProbeAck {
             echo_token: be_u64(&p[8..16]),
             probes_received: be_u64(&p[16..24]),
             data_received: be_u64(&p[24..32]),
+            data_sent: be_u64(&p[32..40]),
         })
     }
 }
@@ -437,11 +494,12 @@ impl Response {
     }
 }
 
-/// Payload of an ANNOUNCE (reserved): the client's scheduling mode and coding scheme, for
-/// the server to schedule that client's replies the same way.
+/// Payload of an ANNOUNCE: the client's scheduling mode and its current choice of paths,
+/// for the server to schedule that client's replies the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Announce {
-    /// Mode number (0 redundant; others defined by later versions).
+    /// Mode number: 0 redundant, 1 failover, 2 k-best, 3 balance (others: later versions;
+    /// a server treats an unknown one as redundant).
     pub mode: u8,
     /// The mode's parameter (k of k-best, data shards of FEC).
     pub k: u8,
@@ -449,27 +507,64 @@ pub struct Announce {
     pub m: u8,
     /// Flag bits, none defined yet.
     pub flags: u8,
+    /// The paths (by index) the client wants replies on now; 0 means all.
+    pub mask: u64,
+    /// In `balance`: each path's share of the replies (index order, 0-255; missing ones
+    /// are 0). Zero-length otherwise.
+    pub weights: [u8; 64],
+    /// How many entries of `weights` are meaningful (at most 64).
+    pub weights_len: u8,
 }
 
-/// Length of an ANNOUNCE payload.
-pub const ANNOUNCE_LEN: usize = 8;
+/// Length of an ANNOUNCE payload without its weights (which follow, one byte per path).
+pub const ANNOUNCE_LEN: usize = 16;
+/// Longest ANNOUNCE payload.
+pub const ANNOUNCE_MAX: usize = ANNOUNCE_LEN + 64;
+
+impl Default for Announce {
+    fn default() -> Self {
+        Announce {
+            mode: 0,
+            k: 0,
+            m: 0,
+            flags: 0,
+            mask: 0,
+            weights: [0; 64],
+            weights_len: 0,
+        }
+    }
+}
 
 impl Announce {
-    /// Serializes the payload (the last four bytes are reserved, zero).
-    pub fn to_bytes(self) -> [u8; ANNOUNCE_LEN] {
-        [self.mode, self.k, self.m, self.flags, 0, 0, 0, 0]
+    /// Serializes the payload into `out` (at least [`ANNOUNCE_MAX`] bytes); returns its length.
+    pub fn write(&self, out: &mut [u8; ANNOUNCE_MAX]) -> usize {
+        out[..ANNOUNCE_LEN].fill(0);
+        out[0] = self.mode;
+        out[1] = self.k;
+        out[2] = self.m;
+        out[3] = self.flags;
+        out[8..16].copy_from_slice(&self.mask.to_be_bytes());
+        let n = usize::from(self.weights_len.min(64));
+        out[ANNOUNCE_LEN..ANNOUNCE_LEN + n].copy_from_slice(&self.weights[..n]);
+        ANNOUNCE_LEN + n
     }
 
-    /// Parses the payload.
+    /// Parses the payload; weights beyond 64 paths are ignored.
     pub fn parse(p: &[u8]) -> Result<Self, DecodeError> {
         if p.len() < ANNOUNCE_LEN {
             return Err(DecodeError::BadPayload);
         }
+        let w = &p[ANNOUNCE_LEN..p.len().min(ANNOUNCE_MAX)];
+        let mut weights = [0u8; 64];
+        weights[..w.len()].copy_from_slice(w);
         Ok(Announce {
             mode: p[0],
             k: p[1],
             m: p[2],
             flags: p[3],
+            mask: be_u64(&p[8..16]),
+            weights,
+            weights_len: w.len() as u8,
         })
     }
 }
@@ -717,19 +812,20 @@ mod tests {
 
     #[test]
     fn payloads_round_trip_and_accept_trailing_bytes() {
-        let p = Probe { token: 77 };
+        let p = Probe::token(77);
         assert_eq!(Probe::parse(&p.to_bytes()), Ok(p));
         let a = ProbeAck {
             echo_seq: 1,
             echo_token: 2,
             probes_received: 3,
             data_received: 4,
+            data_sent: 5,
         };
         assert_eq!(ProbeAck::parse(&a.to_bytes()), Ok(a));
         let mut longer = a.to_bytes().to_vec();
         longer.extend_from_slice(&[9; 7]);
         assert_eq!(ProbeAck::parse(&longer), Ok(a));
-        assert_eq!(ProbeAck::parse(&[0; 24]), Err(DecodeError::BadPayload));
+        assert_eq!(ProbeAck::parse(&[0; 32]), Err(DecodeError::BadPayload));
         assert_eq!(Probe::parse(&[]), Err(DecodeError::BadPayload));
         let c = Challenge {
             session: 1,
@@ -744,13 +840,35 @@ mod tests {
         };
         assert_eq!(Response::parse(&r.to_bytes()), Ok(r));
         assert_eq!(Response::parse(&c.to_bytes()), Err(DecodeError::BadPayload));
-        let an = Announce {
-            mode: 1,
+        let mut an = Announce {
+            mode: 3,
             k: 2,
             m: 3,
-            flags: 0,
+            mask: 0b101,
+            weights_len: 3,
+            ..Announce::default()
         };
-        assert_eq!(Announce::parse(&an.to_bytes()), Ok(an));
+        an.weights[..3].copy_from_slice(&[200, 0, 55]);
+        let mut buf = [0u8; ANNOUNCE_MAX];
+        let n = an.write(&mut buf);
+        assert_eq!(n, ANNOUNCE_LEN + 3);
+        assert_eq!(Announce::parse(&buf[..n]), Ok(an));
+        assert_eq!(
+            Announce::parse(&buf[..ANNOUNCE_LEN - 1]),
+            Err(DecodeError::BadPayload)
+        );
+        let probe = Probe {
+            token: 9,
+            figures: PathFigures {
+                rtt_us: 20_000,
+                jitter_us: 1_500,
+                loss_out: 1234,
+                loss_in: LOSS_UNKNOWN,
+                state: 1,
+                flags: 1,
+            },
+        };
+        assert_eq!(Probe::parse(&probe.to_bytes()), Ok(probe));
         for target in ["10.0.0.1:53", "[2001:db8::1]:443"] {
             let t = TargetRequest {
                 request_id: 7,

@@ -114,8 +114,53 @@ pub struct Stats {
     pub sessions: usize,
     /// Totals.
     pub totals: Counters,
-    /// Per-path figures.
+    /// Per-path figures (a server: the bridge addresses heard from lately).
     pub paths: Vec<PathStats>,
+    /// A server: one entry per client epoch it holds (empty on a client).
+    pub clients: Vec<ClientStats>,
+}
+
+/// One client epoch as a server sees it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ClientStats {
+    /// The client's epoch, hex.
+    pub epoch: String,
+    /// The client's scheduling mode, as it announced it.
+    pub mode: String,
+    /// Sessions of this client held.
+    pub sessions: usize,
+    /// Milliseconds since a packet of it was accepted.
+    pub last_rx_ms: u64,
+    /// Its paths, by the client's path index.
+    pub paths: Vec<ClientPathStats>,
+}
+
+/// One path of a client as a server sees it; RTT, jitter and loss are the client's own
+/// figures, carried in its probes.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ClientPathStats {
+    /// The client's index for the path.
+    pub index: usize,
+    /// The bridge address replies go to.
+    pub remote: String,
+    /// The address before, kept until the new one is validated.
+    pub fallback: Option<String>,
+    /// `up`, `lossy` or `down`.
+    pub state: String,
+    /// Smoothed RTT in ms (the client's figure).
+    pub rtt_ms: Option<f64>,
+    /// RTT variation in ms (the client's figure).
+    pub jitter_ms: Option<f64>,
+    /// Loss client → server (the client's figure).
+    pub loss_out: Option<f64>,
+    /// Loss server → client (the client's figure).
+    pub loss_in: Option<f64>,
+    /// A backup path.
+    pub backup: bool,
+    /// Replies go on it now (the client's mode and choice).
+    pub active: bool,
+    /// Milliseconds since anything arrived from its address.
+    pub last_rx_ms: Option<u64>,
 }
 
 impl Stats {

@@ -12,10 +12,17 @@ pub enum Timer {
     Challenge,
     /// Re-probe bridge addresses that have not answered their validation probe (server).
     Validation,
+    /// Look at the paths again: a path falling in doubt, an announcement due (client).
+    Schedule,
 }
 
-const COUNT: usize = 3;
-const ALL: [Timer; COUNT] = [Timer::Sweep, Timer::Challenge, Timer::Validation];
+const COUNT: usize = 4;
+const ALL: [Timer; COUNT] = [
+    Timer::Sweep,
+    Timer::Challenge,
+    Timer::Validation,
+    Timer::Schedule,
+];
 
 impl Timer {
     fn index(self) -> usize {
@@ -23,6 +30,7 @@ impl Timer {
             Timer::Sweep => 0,
             Timer::Challenge => 1,
             Timer::Validation => 2,
+            Timer::Schedule => 3,
         }
     }
 }

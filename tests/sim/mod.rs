@@ -27,6 +27,31 @@ pub struct Link {
     pub duplicate: f64,
     pub corrupt: f64,
     pub down: bool,
+    /// Capacity in packets per second (0: unlimited): a token bucket holding 20 ms of it;
+    /// packets over it are dropped, like a congested link.
+    pub rate_pps: f64,
+}
+
+/// A link's token bucket: (tokens, last refill).
+#[derive(Clone, Copy, Debug)]
+pub struct Bucket(f64, Instant);
+
+impl Bucket {
+    /// Takes a token if there is one.
+    fn take(&mut self, rate: f64, now: Instant) -> bool {
+        if rate <= 0.0 {
+            return true;
+        }
+        let depth = (rate * 0.02).max(1.0);
+        self.0 = (self.0 + rate * now.saturating_duration_since(self.1).as_secs_f64()).min(depth);
+        self.1 = now;
+        if self.0 >= 1.0 {
+            self.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -45,6 +70,8 @@ pub struct Sim {
     pub params: Params,
     pub up: Vec<Link>,
     pub down: Vec<Link>,
+    pub up_bucket: Vec<Bucket>,
+    pub down_bucket: Vec<Bucket>,
     pub queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     pub events: HashMap<usize, Event>,
     pub next_id: usize,
@@ -95,6 +122,8 @@ pub fn specs(n: usize) -> Vec<PathSpec> {
         .map(|i| PathSpec {
             name: format!("p{i}"),
             remote: bridge_addr(i).to_string(),
+            backup: false,
+            weight: 1,
         })
         .collect()
 }
@@ -117,6 +146,8 @@ impl Sim {
             params,
             up: vec![link; paths],
             down: vec![link; paths],
+            up_bucket: vec![Bucket(0.0, t0); paths],
+            down_bucket: vec![Bucket(0.0, t0); paths],
             queue: BinaryHeap::new(),
             events: HashMap::new(),
             next_id: 0,
@@ -172,7 +203,9 @@ impl Sim {
                         self.recorded_up.push((i, t.data.clone()));
                     }
                     let link = self.up[i];
-                    self.send_over(link, &t.data, |bytes| Event::Server { path: i, bytes });
+                    if self.up_bucket[i].take(link.rate_pps, self.now) {
+                        self.send_over(link, &t.data, |bytes| Event::Server { path: i, bytes });
+                    }
                 }
                 ClientDest::App(app) => self.deliver_to_app(app, &t.data),
             }
@@ -194,7 +227,9 @@ impl Sim {
                             self.recorded_down.push((i, t.data.clone()));
                         }
                         let link = self.down[i];
-                        self.send_over(link, &t.data, |bytes| Event::Client { path: i, bytes });
+                        if self.down_bucket[i].take(link.rate_pps, self.now) {
+                            self.send_over(link, &t.data, |bytes| Event::Client { path: i, bytes });
+                        }
                     }
                     None => self.to_strangers.push((a, t.data.clone())),
                 },
@@ -317,12 +352,16 @@ impl Sim {
     }
 
     pub fn restart_client(&mut self) {
+        self.restart_client_as(Mode::Redundant, specs(self.up.len()));
+    }
+
+    /// A new client (a restart, or the first one of a test) in `mode` with these paths.
+    pub fn restart_client_as(&mut self, mode: Mode, specs: Vec<PathSpec>) {
         self.seed_counter += 100;
-        let n = self.up.len();
         self.client = Client::new(
             self.params.clone(),
-            Mode::Redundant,
-            specs(n),
+            mode,
+            specs,
             &Seed::from_u64(self.seed_counter),
             self.now,
         );

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::protocol::packet::Header;
-use crate::protocol::path::{PathStats, PeerCounts, CONTROL_WINDOW};
+use crate::protocol::path::{AckCounts, PathStats, PeerCounts, CONTROL_WINDOW};
 use crate::protocol::peer::{PeerReject, PeerWindows};
 
 /// An unvalidated address gets at most this many times the bytes it sent us (as in QUIC).
@@ -195,8 +195,15 @@ impl Bridges {
 
     /// The client probed us from `from`: (probes, DATA copies) of its `epoch` that came this
     /// way, for the ack.
-    pub(super) fn peer_probe(&mut self, from: &SocketAddr, epoch: u64) -> Option<(u64, u64)> {
+    pub(super) fn peer_probe(&mut self, from: &SocketAddr, epoch: u64) -> Option<AckCounts> {
         Some(self.map.get_mut(from)?.peer_counts.on_probe(epoch))
+    }
+
+    /// A DATA copy for client epoch `epoch` goes to `addr` (for the acks' `data_sent`).
+    pub(super) fn on_data_sent(&mut self, addr: &SocketAddr, epoch: u64) {
+        if let Some(p) = self.map.get_mut(addr) {
+            p.peer_counts.on_data_sent(epoch);
+        }
     }
 
     /// True when `len` more bytes to `addr` stay within its budget (always, once validated).

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::bridges::Bridges;
 use crate::protocol::fresh::Pending;
-use crate::protocol::packet::MAX_PATH_INDEX;
+use crate::protocol::packet::{Announce, PathFigures, LOSS_UNKNOWN, MAX_PATH_INDEX};
 use crate::protocol::path::CONTROL_WINDOW;
+use crate::protocol::scheduler::{pick_weighted, Mode};
+use crate::protocol::stats::ClientPathStats;
 use crate::protocol::window::ReplayWindow;
 
 /// The address of one of a client's paths, and the one before while the new one has not
@@ -18,6 +20,8 @@ use crate::protocol::window::ReplayWindow;
 pub(super) struct Slot {
     pub(super) addr: SocketAddr,
     pub(super) fallback: Option<SocketAddr>,
+    /// What the client measured of this path (from its latest fresh probe).
+    pub(super) figures: Option<PathFigures>,
 }
 
 /// One client epoch (one run of one mpclient).
@@ -33,6 +37,10 @@ pub(super) struct ClientEpoch {
     pub(super) sessions: usize,
     /// Last time a packet of it was accepted.
     pub(super) last_active: Instant,
+    /// The client's latest announcement (its control sequence, and what it said).
+    announced: Option<(u64, Announce)>,
+    /// Balance: round-robin credits per path.
+    credit: Vec<f64>,
 }
 
 impl ClientEpoch {
@@ -49,7 +57,74 @@ impl ClientEpoch {
             slots: Vec::new(),
             sessions: 0,
             last_active: now,
+            announced: None,
+            credit: Vec::new(),
         }
+    }
+
+    /// The client announced its mode and paths (control sequence `seq`, fresh); an older
+    /// announcement arriving late changes nothing.
+    pub(super) fn announce(&mut self, seq: u64, an: Announce) {
+        if self.announced.is_none_or(|(s, _)| seq > s) {
+            self.announced = Some((seq, an));
+        }
+    }
+
+    /// The client's mode, as it announced it (redundant until it does).
+    pub(super) fn mode(&self) -> Mode {
+        self.announced
+            .map_or(Mode::Redundant, |(_, a)| Mode::from_wire(a.mode, a.k))
+    }
+
+    /// The client's figures for path `path`, from its probe.
+    pub(super) fn figures(&mut self, path: u8, f: PathFigures) {
+        if let Some(Some(s)) = self.slots.get_mut(usize::from(path)) {
+            s.figures = Some(f);
+        }
+    }
+
+    /// The client's paths as stats rows: index, address (and fallback), the client's figures.
+    pub(super) fn path_stats(
+        &self,
+        bridges: &Bridges,
+        now: Instant,
+        fresh: Duration,
+    ) -> Vec<ClientPathStats> {
+        let mask = self.announced.map_or(0, |(_, a)| a.mask);
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.map(|s| (i, s)))
+            .map(|(i, s)| {
+                let heard = bridges
+                    .get(&s.addr)
+                    .map(|b| now.saturating_duration_since(b.last_rx));
+                let f = s.figures.unwrap_or_default();
+                let loss = |v: u16| {
+                    (s.figures.is_some() && v != LOSS_UNKNOWN).then(|| f64::from(v) / 10_000.0)
+                };
+                let state = match (heard, f.state) {
+                    (Some(h), _) if h > fresh => "down",
+                    (None, _) => "down",
+                    (_, 1) => "lossy",
+                    (_, 2) => "down",
+                    _ => "up",
+                };
+                ClientPathStats {
+                    index: i,
+                    remote: s.addr.to_string(),
+                    fallback: s.fallback.map(|a| a.to_string()),
+                    state: state.to_string(),
+                    rtt_ms: (f.rtt_us > 0).then(|| f64::from(f.rtt_us) / 1000.0),
+                    jitter_ms: (f.rtt_us > 0).then(|| f64::from(f.jitter_us) / 1000.0),
+                    loss_out: loss(f.loss_out),
+                    loss_in: loss(f.loss_in),
+                    backup: f.flags & 1 != 0,
+                    active: mask == 0 || mask & (1 << i) != 0,
+                    last_rx_ms: heard.map(|h| h.as_millis() as u64),
+                }
+            })
+            .collect()
     }
 
     /// Path `path` of this client was heard at `from`, by the first copy of a packet (or a
@@ -78,12 +153,14 @@ impl ClientEpoch {
                 *slot = Some(Slot {
                     addr: from,
                     fallback,
+                    figures: s.figures,
                 });
             }
             None => {
                 *slot = Some(Slot {
                     addr: from,
                     fallback: None,
+                    figures: None,
                 })
             }
         }
@@ -119,7 +196,57 @@ impl ClientEpoch {
                 }
             }
         }
-        (if live.is_empty() { any } else { live }, over_budget)
+        let to = if live.is_empty() {
+            any
+        } else {
+            self.scheduled(live)
+        };
+        (to, over_budget)
+    }
+
+    /// The live destinations narrowed as the client announced: its chosen paths (all of
+    /// them when none of those is live), or in balance one path by the announced shares.
+    fn scheduled(&mut self, live: Vec<(u8, SocketAddr)>) -> Vec<(u8, SocketAddr)> {
+        let Some((_, an)) = self.announced else {
+            return live;
+        };
+        let mode = Mode::from_wire(an.mode, an.k);
+        if mode == Mode::Redundant {
+            return live;
+        }
+        let chosen: Vec<_> = live
+            .iter()
+            .copied()
+            .filter(|(p, _)| an.mask == 0 || an.mask & (1 << p) != 0)
+            .collect();
+        if chosen.is_empty() {
+            return live;
+        }
+        if mode != Mode::Balance {
+            return chosen;
+        }
+        let mut shares = vec![0.0; 64];
+        for (p, _) in &chosen {
+            let i = usize::from(*p);
+            let w = if i < usize::from(an.weights_len) {
+                an.weights[i]
+            } else {
+                0
+            };
+            // A path the client chose without a share still gets a little.
+            shares[i] = f64::from(w.max(1));
+        }
+        let one = pick_weighted(&mut self.credit, &shares);
+        let picked: Vec<_> = chosen
+            .iter()
+            .copied()
+            .filter(|(p, _)| one & (1 << p) != 0)
+            .collect();
+        if picked.is_empty() {
+            chosen
+        } else {
+            picked
+        }
     }
 
     /// The client's paths, for tests and stats.
@@ -300,7 +427,8 @@ mod tests {
             c.slot(0),
             Some(Slot {
                 addr: a(2),
-                fallback: Some(a(1))
+                fallback: Some(a(1)),
+                figures: None,
             })
         );
         let (to, _) = c.destinations(&bridges, t0, Duration::from_secs(2), 40);

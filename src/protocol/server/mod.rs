@@ -16,11 +16,11 @@ use log::debug;
 use super::endpoint::Core;
 use super::event::{CloseReason, Event};
 use super::fresh::{Pending, Retry};
-use super::packet::{Challenge, Header, PacketType, Probe, ProbeAck, Response, Sender};
+use super::packet::{Announce, Challenge, Header, PacketType, Probe, ProbeAck, Response, Sender};
 use super::params::Params;
 use super::secure_rng::Seed;
 use super::session::{idle_sessions, Session};
-use super::stats::Stats;
+use super::stats::{ClientStats, Stats};
 use super::timer::Timer;
 use super::transmit::ServerDest;
 use super::window::Reject;
@@ -177,6 +177,7 @@ impl Server {
             PacketType::Close => self.on_close(now, header),
             _ if !self.control_fresh(now, from, header) => {}
             PacketType::Probe => self.on_probe(from, header, payload),
+            PacketType::Announce => self.on_announce(header, payload),
             PacketType::ProbeAck => match ProbeAck::parse(payload) {
                 Ok(ack) => {
                     if self.bridges.on_ack_token(from, ack.echo_token) {
@@ -242,7 +243,7 @@ impl Server {
             .timers
             .set_earliest(Timer::Validation, now + bridges::VALIDATION_RETRY);
         let h = self.core.control_header(PacketType::Probe);
-        self.send_to_one(addr, 0, &h, &Probe { token }.to_bytes());
+        self.send_to_one(addr, 0, &h, &Probe::token(token).to_bytes());
     }
 
     /// One copy to one address (within its budget), as path `path` of the client.
@@ -460,10 +461,24 @@ impl Server {
         true
     }
 
+    /// The client's mode and choice of paths for its replies.
+    fn on_announce(&mut self, header: &Header, payload: &[u8]) {
+        let Ok(an) = Announce::parse(payload) else {
+            self.core.counters.malformed += 1;
+            return;
+        };
+        if let Some(c) = self.clients.get_mut(&header.epoch) {
+            c.announce(header.seq, an);
+        }
+    }
+
     fn on_probe(&mut self, from: SocketAddr, header: &Header, payload: &[u8]) {
         let Some(probe) = self.core.parse_probe(header, payload) else {
             return;
         };
+        if let Some(c) = self.clients.get_mut(&header.epoch) {
+            c.figures(header.path, probe.figures);
+        }
         let Some(counts) = self.bridges.peer_probe(&from, header.epoch) else {
             return;
         };
@@ -523,6 +538,9 @@ impl Server {
         for (path, addr) in to {
             let copy = self.core.copy(&template, path);
             self.bridges.on_send(&addr, copy.len() as u64);
+            if header.ptype == PacketType::Data {
+                self.bridges.on_data_sent(&addr, epoch);
+            }
             self.core.queue(ServerDest::Bridge(addr), copy);
         }
         self.core.discard(template);
@@ -541,6 +559,7 @@ impl Server {
         for t in self.core.timers.take_all_expired(now) {
             match t {
                 Timer::Validation => self.retry_validations(now),
+                Timer::Schedule => {}
                 Timer::Challenge => self.retry_challenges(now),
                 Timer::Sweep => self.sweep(now),
             }
@@ -664,9 +683,25 @@ impl Server {
 
     /// A stats snapshot; paths are the bridge addresses heard from recently.
     pub fn stats(&self, now: Instant) -> Stats {
-        let paths = self.bridges.stats(now, self.path_fresh());
-        self.core
-            .stats(now, "server", "-", self.sessions.len(), paths)
+        let fresh = self.path_fresh();
+        let paths = self.bridges.stats(now, fresh);
+        let mut s = self
+            .core
+            .stats(now, "server", "-", self.sessions.len(), paths);
+        let mut clients: Vec<_> = self
+            .clients
+            .iter()
+            .map(|(epoch, c)| ClientStats {
+                epoch: format!("{epoch:016x}"),
+                mode: c.mode().name(),
+                sessions: c.sessions,
+                last_rx_ms: now.saturating_duration_since(c.last_active).as_millis() as u64,
+                paths: c.path_stats(&self.bridges, now, fresh),
+            })
+            .collect();
+        clients.sort_by(|a, b| a.epoch.cmp(&b.epoch));
+        s.clients = clients;
+        s
     }
 }
 
