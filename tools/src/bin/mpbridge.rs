@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use mptunnel_tools::bridge::impair::Impairment;
+use mptunnel_tools::bridge::impair::{Impairment, Rate};
 use mptunnel_tools::bridge::relay;
 use mptunnel_tools::{seed, udp};
 
@@ -27,7 +27,7 @@ const MAX_DELAY_MS: f64 = 3_600_000.0;
         --idle-timeout. Errors reaching UPSTREAM are counted and never fatal.",
     after_help = "Impairments apply independently to each datagram and direction: \"up\" is \
         client to UPSTREAM, \"down\" is UPSTREAM to client. --loss, --delay, --jitter, \
-        --duplicate and --reorder set both directions; the -up/-down variants override one.\n\n\
+        --duplicate, --reorder and --rate set both directions; the -up/-down variants override one.\n\n\
         Signals: SIGUSR1 drops everything in both directions (blackhole) until SIGUSR2; \
         SIGINT/SIGTERM exit cleanly."
 )]
@@ -93,6 +93,18 @@ struct Cli {
     /// [default: delay + 2 x jitter of that direction, at least 5]
     #[arg(long, value_name = "MS", value_parser = parse_ms)]
     reorder_extra: Option<f64>,
+
+    /// Capacity of the link, each direction: datagrams over it are dropped, like on a
+    /// congested link (a token bucket holding 20 ms). RATE is 500pps (datagrams/s), 250kB/s,
+    /// 2MB/s, 800kbit/s or 10Mbit/s
+    #[arg(long, value_name = "RATE", value_parser = Rate::parse)]
+    rate: Option<Rate>,
+    /// Capacity client to UPSTREAM only (overrides --rate)
+    #[arg(long, value_name = "RATE", value_parser = Rate::parse)]
+    rate_up: Option<Rate>,
+    /// Capacity UPSTREAM to client only (overrides --rate)
+    #[arg(long, value_name = "RATE", value_parser = Rate::parse)]
+    rate_down: Option<Rate>,
 
     /// Test a tunnel against a hostile bridge: also send every datagram from UPSTREAM back to
     /// UPSTREAM (as if the client had sent it), besides forwarding it to the client
@@ -204,6 +216,8 @@ impl Cli {
                 .then(|| Duration::from_secs_f64(self.stats_interval)),
             stats_json: self.stats_json,
             reflect: self.reflect,
+            rate_up: self.rate_up.or(self.rate),
+            rate_down: self.rate_down.or(self.rate),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Per-datagram impairment decisions (loss, delay, jitter, duplication, reordering).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The core's seeded xoshiro256**, plus the helpers impairments need; seeded runs repeat.
 pub struct Rng(mptunnel::protocol::rng::Rng);
@@ -104,9 +104,134 @@ impl Impairment {
     }
 }
 
+/// A link's capacity: datagrams or bytes per second.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    Datagrams(f64),
+    Bytes(f64),
+}
+
+impl Rate {
+    /// Parses `500pps` (datagrams/s), `250kB/s`, `2MB/s`, `800kbit/s`, `10Mbit/s`
+    /// (k and M are 1,000 and 1,000,000).
+    pub fn parse(s: &str) -> Result<Rate, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let v: f64 = num.parse().map_err(|_| {
+            format!("'{s}' is not a rate (expected e.g. 500pps, 250kB/s or 10Mbit/s)")
+        })?;
+        let r = match unit.trim() {
+            "pps" | "dps" | "/s" => Rate::Datagrams(v),
+            "B/s" => Rate::Bytes(v),
+            "kB/s" => Rate::Bytes(v * 1e3),
+            "MB/s" => Rate::Bytes(v * 1e6),
+            "bit/s" => Rate::Bytes(v / 8.0),
+            "kbit/s" => Rate::Bytes(v * 1e3 / 8.0),
+            "Mbit/s" => Rate::Bytes(v * 1e6 / 8.0),
+            "" => {
+                return Err(format!(
+                    "rate '{s}' needs a unit: pps (datagrams/s), B/s, kB/s, MB/s, kbit/s or Mbit/s"
+                ))
+            }
+            u => {
+                return Err(format!(
+                    "unknown rate unit '{u}' in '{s}' (pps, B/s, kB/s, MB/s, kbit/s, Mbit/s)"
+                ))
+            }
+        };
+        let v = match r {
+            Rate::Datagrams(v) | Rate::Bytes(v) => v,
+        };
+        if !(v.is_finite() && v > 0.0 && v <= 1e12) {
+            return Err(format!("rate '{s}' must be above 0"));
+        }
+        Ok(r)
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Rate::Datagrams(v) => format!("{v} datagrams/s"),
+            Rate::Bytes(v) => format!("{v} bytes/s"),
+        }
+    }
+}
+
+/// A token bucket for one direction: holds 20 ms of the rate (at least one datagram of
+/// 64 KiB, or one datagram); a datagram over the rate is dropped, like on a congested link.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    rate: Rate,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    pub fn new(rate: Rate, now: Instant) -> Bucket {
+        let mut b = Bucket {
+            rate,
+            tokens: 0.0,
+            last: now,
+        };
+        b.tokens = b.depth();
+        b
+    }
+
+    fn depth(&self) -> f64 {
+        match self.rate {
+            Rate::Datagrams(v) => (v * 0.02).max(1.0),
+            Rate::Bytes(v) => (v * 0.02).max(65_536.0),
+        }
+    }
+
+    /// True when a datagram of `len` bytes fits now (and takes its tokens).
+    pub fn admit(&mut self, len: usize, now: Instant) -> bool {
+        let per_s = match self.rate {
+            Rate::Datagrams(v) | Rate::Bytes(v) => v,
+        };
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + per_s * dt).min(self.depth());
+        let cost = match self.rate {
+            Rate::Datagrams(_) => 1.0,
+            Rate::Bytes(_) => len as f64,
+        };
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_parse_and_limit() {
+        assert_eq!(Rate::parse("500pps"), Ok(Rate::Datagrams(500.0)));
+        assert_eq!(Rate::parse("2MB/s"), Ok(Rate::Bytes(2e6)));
+        assert_eq!(Rate::parse("8kbit/s"), Ok(Rate::Bytes(1000.0)));
+        assert!(Rate::parse("500").unwrap_err().contains("needs a unit"));
+        assert!(Rate::parse("5 furlongs").unwrap_err().contains("furlongs"));
+        assert!(Rate::parse("0pps").is_err());
+        let t0 = Instant::now();
+        let mut b = Bucket::new(Rate::Datagrams(1000.0), t0);
+        // 20 ms of burst, then 1,000 per second.
+        let burst = (0..100).filter(|_| b.admit(100, t0)).count();
+        assert_eq!(burst, 20);
+        let mut ok = 0;
+        for i in 1..=10_000u64 {
+            if b.admit(100, t0 + Duration::from_micros(100 * i)) {
+                ok += 1;
+            }
+        }
+        assert!((995..=1001).contains(&ok), "{ok} in 1 s");
+    }
 
     #[test]
     fn xoshiro_is_deterministic_and_uniform() {

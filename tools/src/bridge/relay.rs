@@ -38,6 +38,9 @@ pub struct Config {
     pub stats_json: bool,
     /// A hostile bridge for tests: everything from upstream is also sent back upstream.
     pub reflect: bool,
+    /// Capacity of each direction (datagrams over it are dropped).
+    pub rate_up: Option<super::impair::Rate>,
+    pub rate_down: Option<super::impair::Rate>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,19 +64,22 @@ struct DirStats {
     send_errors: u64,
     /// Datagrams from upstream sent back upstream (`--reflect`).
     reflected: u64,
+    /// Datagrams over the rate (`--rate`), dropped.
+    over_rate: u64,
 }
 
 impl fmt::Display for DirStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "rx {} ({} B) tx {} ({} B) lost {} blackholed {} dup {} reordered {} delayed {} queue-full {} send-err {} reflected {}",
+            "rx {} ({} B) tx {} ({} B) lost {} blackholed {} over-rate {} dup {} reordered {} delayed {} queue-full {} send-err {} reflected {}",
             self.rx,
             self.rx_bytes,
             self.tx,
             self.tx_bytes,
             self.lost,
             self.blackholed,
+            self.over_rate,
             self.duplicated,
             self.reordered,
             self.delayed,
@@ -159,6 +165,8 @@ struct Relay {
     rng: Rng,
     blackhole: bool,
     stats: Stats,
+    bucket_up: Option<super::impair::Bucket>,
+    bucket_down: Option<super::impair::Bucket>,
 }
 
 /// The final report of a run.
@@ -186,9 +194,15 @@ pub fn run(cfg: Config, flags: &Flags) -> io::Result<Report> {
         log::info!("impairment up: {}", cfg.up.describe());
         log::info!("impairment down: {}", cfg.down.describe());
     }
+    for (dir, r) in [("up", cfg.rate_up), ("down", cfg.rate_down)] {
+        if let Some(r) = r {
+            log::info!("rate {dir}: {}", r.describe());
+        }
+    }
+    let t0 = Instant::now();
+    let bucket = |r: Option<super::impair::Rate>| r.map(|r| super::impair::Bucket::new(r, t0));
     let mut relay = Relay {
         rng: Rng::new(cfg.seed),
-        cfg,
         poll,
         listen,
         clients: HashMap::new(),
@@ -199,6 +213,9 @@ pub fn run(cfg: Config, flags: &Flags) -> io::Result<Report> {
         next_order: 0,
         blackhole: false,
         stats: Stats::default(),
+        bucket_up: bucket(cfg.rate_up),
+        bucket_down: bucket(cfg.rate_down),
+        cfg,
     };
     relay.event_loop(flags)?;
     Ok(Report {
@@ -335,6 +352,12 @@ impl Relay {
             st.blackholed += 1;
             return;
         }
+        if let Some(b) = &mut self.bucket_up {
+            if !b.admit(data.len(), now) {
+                st.over_rate += 1;
+                return;
+            }
+        }
         let decision = self.cfg.up.decide(&mut self.rng);
         if decision.copies == 0 {
             st.lost += 1;
@@ -362,6 +385,12 @@ impl Relay {
             // The upstream's own datagram, back to it, as if the client had sent it.
             st.reflected += 1;
             self.send(Dir::Up, client, data);
+        }
+        if let Some(b) = &mut self.bucket_down {
+            if !b.admit(data.len(), now) {
+                self.stats.down.over_rate += 1;
+                return;
+            }
         }
         let decision = self.cfg.down.decide(&mut self.rng);
         if decision.copies == 0 {
