@@ -493,6 +493,29 @@ void mpt_listener_free(mpt_listener *l);
 mpt_result mpt_tunnel_new(const mpt_config *c, mpt_tunnel **out);
 
 /**
+ * Switches the scheduling mode of a running client tunnel: `"redundant"`, `"failover"`,
+ * `"k-best=K"` or `"balance"` (the values of the `mode` option). The server hears of it in
+ * band and schedules that client's replies the same way.
+ *
+ * Errors: `MPT_ERR_NULL`; `MPT_ERR_CONFIG` (unknown mode; the message names it, or on a
+ * server: the mode is the client's); `MPT_ERR_STATE` (not running).
+ * Thread safety: any thread, not from the log callback (it waits for the loop).
+ */
+mpt_result mpt_tunnel_set_mode(const mpt_tunnel *t, const char *mode);
+
+/**
+ * Applies a new config to a running tunnel, as SIGHUP does for the tools: paths added and
+ * removed (unchanged ones keep their index and figures), mode and timing options changed,
+ * sessions kept. A config that cannot apply (invalid, or changing what needs a restart:
+ * listen, target, key, window) is refused as a whole and the running one stays; the
+ * message (`mpt_last_error`) says why. `c` is only read.
+ *
+ * Errors: `MPT_ERR_NULL`, `MPT_ERR_CONFIG`, `MPT_ERR_STATE` (not running).
+ * Thread safety: any thread, not from the log callback (it waits for the loop).
+ */
+mpt_result mpt_tunnel_reload(const mpt_tunnel *t, const mpt_config *c);
+
+/**
  * Runs the tunnel and blocks the calling thread until `mpt_tunnel_stop` is called (from
  * another thread, a signal-handling thread, or the log callback). The loop itself runs on
  * a thread of the library, which blocks all signals. If the tunnel was started already

@@ -105,6 +105,9 @@ pub struct Config {
     pub paths: Vec<PathConfig>,
     /// Client only: scheduling mode.
     pub mode: Mode,
+    /// Where the metrics endpoint (`/metrics`, `/stats`, the live page `/`) listens, if
+    /// anywhere (a bare port is 127.0.0.1).
+    pub metrics: Option<String>,
     /// Protocol knobs.
     pub params: Params,
     /// Print stats every this often (None: never).
@@ -129,6 +132,7 @@ impl Config {
             target: None,
             paths: Vec::new(),
             mode: Mode::default(),
+            metrics: None,
             params: Params::default(),
             stats_interval: None,
             stats_json: false,
@@ -157,10 +161,9 @@ impl Config {
             )));
         }
         let mut value = value.trim().to_string();
-        if spec.name == "listen"
-            && self.role == Role::Client
-            && !value.is_empty()
-            && value.chars().all(|c| c.is_ascii_digit())
+        let bare_port = !value.is_empty() && value.chars().all(|c| c.is_ascii_digit());
+        if (spec.name == "listen" && self.role == Role::Client || spec.name == "metrics")
+            && bare_port
         {
             // A client forwards whatever reaches its port into the tunnel: a bare port is
             // this host's apps only (127.0.0.1), not the LAN (`0.0.0.0:PORT` for that).
@@ -174,6 +177,7 @@ impl Config {
     fn apply(&mut self, name: &str, value: Value) -> Result<(), ConfigError> {
         match (name, value) {
             ("listen", Value::Text(v)) => self.listen = Some(v),
+            ("metrics", Value::Text(v)) => self.metrics = Some(v),
             ("target", Value::Text(v)) => self.target = Some(v),
             ("path", Value::Path(p)) => self.add_path(p)?,
             ("config", Value::Text(f)) => {

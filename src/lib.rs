@@ -14,6 +14,7 @@ pub use driver::{
     Error, MultipathListener, MultipathSocket, RecvInto, RunningTunnel, SharedTunnel, Tunnel,
     TunnelHandle,
 };
+pub use protocol::scheduler::Mode;
 pub use protocol::stats::Stats;
 
 /// A new random pre-shared key from the OS generator, in its 44-character base64 form

@@ -169,6 +169,17 @@ pub static OPTIONS: &[OptionSpec] = &[
                capacity x weight). The server schedules replies the same way.",
     },
     OptionSpec {
+        name: "metrics",
+        aliases: &[],
+        roles: Roles::Both,
+        kind: Kind::Listen,
+        value_name: "ADDR",
+        default: None,
+        help: "Serve /metrics (Prometheus text), /stats (JSON) and a live page (/) over HTTP \
+               on ADDR: HOST:PORT, or a bare port for 127.0.0.1 (0.0.0.0:PORT to reach it from \
+               elsewhere; anyone who can reach it sees the tunnel's figures).",
+    },
+    OptionSpec {
         name: "probe-interval",
         aliases: &[],
         roles: Roles::Both,

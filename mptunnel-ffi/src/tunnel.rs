@@ -4,7 +4,7 @@ use std::ffi::c_char;
 
 use mptunnel::{SharedTunnel, Tunnel};
 
-use crate::boundary::{guard, handle, out_ptr, tunnel_failure, write_text, Failure};
+use crate::boundary::{guard, handle, out_ptr, text, tunnel_failure, write_text, Failure};
 use crate::*;
 
 /// A forwarding endpoint: the client end listens for an application's UDP datagrams and
@@ -35,6 +35,44 @@ pub extern "C" fn mpt_tunnel_new(c: *const mpt_config, out: *mut *mut mpt_tunnel
         // SAFETY: checked non-NULL.
         unsafe { *out = Box::into_raw(b) };
         Ok(())
+    })
+}
+
+/// Switches the scheduling mode of a running client tunnel: `"redundant"`, `"failover"`,
+/// `"k-best=K"` or `"balance"` (the values of the `mode` option). The server hears of it in
+/// band and schedules that client's replies the same way.
+///
+/// Errors: `MPT_ERR_NULL`; `MPT_ERR_CONFIG` (unknown mode; the message names it, or on a
+/// server: the mode is the client's); `MPT_ERR_STATE` (not running).
+/// Thread safety: any thread, not from the log callback (it waits for the loop).
+#[no_mangle]
+pub extern "C" fn mpt_tunnel_set_mode(t: *const mpt_tunnel, mode: *const c_char) -> mpt_result {
+    guard("mpt_tunnel_set_mode", || {
+        let t = handle(t, "tunnel")?;
+        let m = text(mode, "mode")?;
+        let mode = mptunnel::Mode::parse(m).map_err(|e| Failure::new(MPT_ERR_CONFIG, e))?;
+        t.inner.handle().set_mode(mode).map_err(tunnel_failure)
+    })
+}
+
+/// Applies a new config to a running tunnel, as SIGHUP does for the tools: paths added and
+/// removed (unchanged ones keep their index and figures), mode and timing options changed,
+/// sessions kept. A config that cannot apply (invalid, or changing what needs a restart:
+/// listen, target, key, window) is refused as a whole and the running one stays; the
+/// message (`mpt_last_error`) says why. `c` is only read.
+///
+/// Errors: `MPT_ERR_NULL`, `MPT_ERR_CONFIG`, `MPT_ERR_STATE` (not running).
+/// Thread safety: any thread, not from the log callback (it waits for the loop).
+#[no_mangle]
+pub extern "C" fn mpt_tunnel_reload(t: *const mpt_tunnel, c: *const mpt_config) -> mpt_result {
+    guard("mpt_tunnel_reload", || {
+        let t = handle(t, "tunnel")?;
+        let c = handle(c, "config")?;
+        t.inner
+            .handle()
+            .reload(&c.inner)
+            .map(|_| ())
+            .map_err(tunnel_failure)
     })
 }
 

@@ -15,10 +15,12 @@ use super::inproc::Inproc;
 use super::net::{bind_udp, unspecified_for};
 use super::pump::{drain, flush, Failures, Scratch};
 use super::resolve::resolve;
-use super::{bind_listen, io_err, Error, Local, Setup};
+use super::{bind_listen, io_err, needs_restart, Command, Error, Local, Setup};
+use crate::config::{Config, PathConfig};
 use crate::protocol::client::{Client, PathSpec};
 use crate::protocol::endpoint::Endpoint as _;
 use crate::protocol::transmit::ClientDest;
+use crate::protocol::transmit::MAX_PATHS;
 use crate::protocol::RateLimit;
 
 const LISTEN: Token = Token(0);
@@ -48,10 +50,155 @@ impl Apps {
     }
 }
 
-/// The client's sockets: the apps' side and one connected socket per path.
+/// The client's sockets: the apps' side and one connected socket per path (`None` for a
+/// path removed by a reload: its index stays taken).
 pub(super) struct ClientSockets {
     apps: Apps,
-    paths: Vec<UdpSocket>,
+    paths: Vec<Option<UdpSocket>>,
+    /// The configuration running now, and each path index's config line (a reload is
+    /// compared with them).
+    config: Config,
+    lines: Vec<Option<PathConfig>>,
+}
+
+/// Opens, connects and registers the socket of path `i`.
+fn open_path(
+    p: &PathConfig,
+    remote: SocketAddr,
+    reg: &Registry,
+    i: usize,
+) -> Result<UdpSocket, Error> {
+    let local = SocketAddr::new(p.bind.unwrap_or_else(|| unspecified_for(&remote)), 0);
+    let mut sock = bind_udp(local, p.dev.as_deref(), None).map_err(io_err(format!(
+        "cannot open a socket for path {}",
+        p.display_name()
+    )))?;
+    sock.connect(remote)
+        .map_err(io_err(format!("cannot connect path socket to {remote}")))?;
+    reg.register(&mut sock, Token(PATH_BASE + i), Interest::READABLE)
+        .map_err(io_err("cannot register"))?;
+    info!("path {} -> {remote}", p.display_name());
+    Ok(sock)
+}
+
+fn spec_of(p: &PathConfig, remote: SocketAddr) -> PathSpec {
+    PathSpec {
+        name: p.display_name(),
+        remote: remote.to_string(),
+        backup: p.backup,
+        weight: p.weight,
+    }
+}
+
+/// A path line is the same path when it sends to the same place the same way.
+fn same_path(a: &PathConfig, b: &PathConfig) -> bool {
+    (&a.host, a.port, a.bind, &a.dev) == (&b.host, b.port, b.bind, &b.dev)
+}
+
+impl ClientSockets {
+    /// A reloaded config: paths kept (by host, port, bind and dev), removed and added; the
+    /// mode and timing knobs. Sockets are opened before anything changes, so a path that
+    /// cannot open refuses the whole reload.
+    fn reload(
+        &mut self,
+        e: &mut Client,
+        new: Config,
+        remotes: Vec<SocketAddr>,
+        reg: &Registry,
+    ) -> Result<String, String> {
+        if let Some(why) = needs_restart(&self.config, &new) {
+            return Err(why);
+        }
+        let now = Instant::now();
+        let mut kept = vec![false; self.lines.len()];
+        let mut added = Vec::new();
+        // The old index each kept line of the new config takes.
+        let mut keep = Vec::new();
+        for (p, remote) in new.paths.iter().zip(&remotes) {
+            let old = self
+                .lines
+                .iter()
+                .enumerate()
+                .position(|(i, l)| !kept[i] && l.as_ref().is_some_and(|l| same_path(l, p)));
+            match old {
+                Some(i) => {
+                    kept[i] = true;
+                    keep.push((i, p.clone()));
+                }
+                None => added.push((p.clone(), *remote)),
+            }
+        }
+        let live = kept.iter().filter(|k| **k).count();
+        if live + added.len() > MAX_PATHS {
+            return Err(format!("more than {MAX_PATHS} paths"));
+        }
+        // Open the new paths' sockets first (their tokens are the indices they will get).
+        let mut next_free = self.lines.len();
+        let mut free = (0..self.lines.len()).filter(|&i| self.lines[i].is_none() || !kept[i]);
+        let mut opened = Vec::new();
+        for (p, remote) in &added {
+            let i = if next_free < MAX_PATHS {
+                next_free += 1;
+                next_free - 1
+            } else {
+                match free.next() {
+                    Some(i) => i,
+                    None => return Err(format!("more than {MAX_PATHS} paths")),
+                }
+            };
+            match open_path(p, *remote, reg, i) {
+                Ok(s) => opened.push((i, s)),
+                Err(err) => {
+                    for (_, mut s) in opened {
+                        let _ = reg.deregister(&mut s);
+                    }
+                    return Err(err.to_string());
+                }
+            }
+        }
+        let mut summary = Vec::new();
+        // Removed paths.
+        for (i, k) in kept.iter().enumerate() {
+            if !*k {
+                if let Some(line) = self.lines[i].take() {
+                    if let Some(mut s) = self.paths[i].take() {
+                        let _ = reg.deregister(&mut s);
+                    }
+                    e.remove_path(i);
+                    info!("event=path_removed path={}", line.display_name());
+                    summary.push(format!("removed {}", line.display_name()));
+                }
+            }
+        }
+        // Kept paths take their new options.
+        for (i, p) in keep {
+            e.set_path_options(i, p.display_name(), p.backup, p.weight);
+            self.lines[i] = Some(p);
+        }
+        // Added paths.
+        for ((p, remote), (i, sock)) in added.into_iter().zip(opened) {
+            let got = e.add_path(now, spec_of(&p, remote));
+            debug_assert_eq!(got, Some(i));
+            if self.paths.len() <= i {
+                self.paths.resize_with(i + 1, || None);
+                self.lines.resize(i + 1, None);
+            }
+            self.paths[i] = Some(sock);
+            info!("event=path_added path={} remote={remote}", p.display_name());
+            summary.push(format!("added {}", p.display_name()));
+            self.lines[i] = Some(p);
+        }
+        if new.mode != e.mode() {
+            summary.push(format!("mode {}", new.mode.name()));
+            e.set_mode(now, new.mode);
+        }
+        e.set_params(new.params.clone());
+        self.config = new;
+        if summary.is_empty() {
+            summary.push("no path or mode changed".into());
+        }
+        Ok(summary.join(", "))
+    }
 }
 
 /// The client endpoint on its sockets.
@@ -72,24 +219,8 @@ pub(super) fn build(setup: Setup) -> Result<ClientDriver, Error> {
     let mut specs = Vec::new();
     for (i, p) in config.paths.iter().enumerate() {
         let remote = resolve(&p.remote())?;
-        let local = SocketAddr::new(p.bind.unwrap_or_else(|| unspecified_for(&remote)), 0);
-        let mut sock = bind_udp(local, p.dev.as_deref(), None).map_err(io_err(format!(
-            "cannot open a socket for path {}",
-            p.display_name()
-        )))?;
-        sock.connect(remote)
-            .map_err(io_err(format!("cannot connect path socket to {remote}")))?;
-        poll.registry()
-            .register(&mut sock, Token(PATH_BASE + i), Interest::READABLE)
-            .map_err(io_err("cannot register"))?;
-        info!("path {} -> {remote}", p.display_name());
-        paths.push(sock);
-        specs.push(PathSpec {
-            name: p.display_name(),
-            remote: remote.to_string(),
-            backup: p.backup,
-            weight: p.weight,
-        });
+        paths.push(Some(open_path(p, remote, poll.registry(), i)?));
+        specs.push(spec_of(p, remote));
     }
     let endpoint = Client::new(
         config.params.clone(),
@@ -111,13 +242,28 @@ pub(super) fn build(setup: Setup) -> Result<ClientDriver, Error> {
     Ok(Driver {
         poll,
         endpoint,
-        sockets: ClientSockets { apps, paths },
+        sockets: ClientSockets {
+            apps,
+            paths,
+            config: config.clone(),
+            lines: config.paths.iter().cloned().map(Some).collect(),
+        },
         local_addr,
         scratch: Scratch::default(),
     })
 }
 
 impl Sockets<Client> for ClientSockets {
+    fn command(&mut self, e: &mut Client, cmd: Command, reg: &Registry) -> Result<String, String> {
+        match cmd {
+            Command::SetMode(mode) => {
+                e.set_mode(Instant::now(), mode);
+                Ok(format!("mode {}", mode.name()))
+            }
+            Command::Reload(new, remotes) => self.reload(e, *new, remotes, reg),
+        }
+    }
+
     fn service(
         &mut self,
         token: Token,
@@ -136,7 +282,7 @@ impl Sockets<Client> for ClientSockets {
             })
         } else {
             let i = token.0 - PATH_BASE;
-            let Some(sock) = self.paths.get(i) else {
+            let Some(Some(sock)) = self.paths.get(i) else {
                 return false;
             };
             drain(sock, buf, &format_args!("path socket {i}"), |data, _| {
@@ -161,7 +307,7 @@ impl Sockets<Client> for ClientSockets {
 }
 
 /// Everything the endpoint produced, onto the paths and to the apps.
-fn flush_to(paths: &[UdpSocket], apps: &Apps, e: &mut Client, log: &mut RateLimit) {
+fn flush_to(paths: &[Option<UdpSocket>], apps: &Apps, e: &mut Client, log: &mut RateLimit) {
     flush(
         e,
         log,
@@ -170,8 +316,8 @@ fn flush_to(paths: &[UdpSocket], apps: &Apps, e: &mut Client, log: &mut RateLimi
             let mut failed = Failures::default();
             match *dest {
                 ClientDest::Path(i) => match paths.get(i) {
-                    Some(sock) => failed.note(sock.send(data), &format_args!("path {i}")),
-                    None => failed.missing(format!("no path {i}")),
+                    Some(Some(sock)) => failed.note(sock.send(data), &format_args!("path {i}")),
+                    Some(None) | None => failed.missing(format!("no path {i}")),
                 },
                 ClientDest::App(app) => apps.deliver(app, data, &mut failed),
             }

@@ -10,7 +10,7 @@ use log::info;
 use mio::{Events, Poll, Registry, Token};
 
 use super::pump::Scratch;
-use super::{Error, Shared, WAKER};
+use super::{Command, Error, Shared, WAKER};
 use crate::protocol::endpoint::Endpoint;
 use crate::protocol::stats::Stats;
 use crate::protocol::RateLimit;
@@ -32,6 +32,8 @@ pub(super) trait Sockets<E: Endpoint> {
     fn on_wake(&mut self, e: &mut E, log: &mut RateLimit, reg: &Registry);
     /// Hands everything the endpoint produced to the sockets.
     fn flush(&mut self, e: &mut E, log: &mut RateLimit, reg: &Registry);
+    /// Applies a change asked by another thread; `Ok` says what changed.
+    fn command(&mut self, e: &mut E, cmd: Command, reg: &Registry) -> Result<String, String>;
 }
 
 impl<E: Endpoint, S: Sockets<E>> Driver<E, S> {
@@ -96,6 +98,13 @@ pub(super) fn run<E: Endpoint, S: Sockets<E>>(
             }
         }
         d.on_wake();
+        let commands = std::mem::take(&mut *shared.commands.lock());
+        for (cmd, reply) in commands {
+            let reg = d.poll.registry();
+            let answer = d.sockets.command(&mut d.endpoint, cmd, reg);
+            let _ = reply.try_send(answer);
+            d.flush();
+        }
         let now = Instant::now();
         if d.endpoint.poll_timeout().is_some_and(|t| t <= now) {
             d.endpoint.handle_timeout(now);

@@ -8,6 +8,7 @@ mod client;
 mod event_loop;
 mod inproc;
 mod lifecycle;
+mod metrics;
 pub mod net;
 mod pump;
 pub mod resolve;
@@ -78,14 +79,51 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     move |e| Error::Io(what, e)
 }
 
+/// A change asked of a running loop.
+pub(crate) enum Command {
+    /// Switch the scheduling mode (client).
+    SetMode(crate::protocol::scheduler::Mode),
+    /// Apply a re-read config; path addresses resolved already, in config order.
+    Reload(Box<Config>, Vec<SocketAddr>),
+}
+
+type Reply = std::sync::mpsc::SyncSender<Result<String, String>>;
+
+/// What a reload cannot change without a restart, if `new` changes it.
+fn needs_restart(old: &Config, new: &Config) -> Option<String> {
+    let what = if old.role != new.role {
+        "the role"
+    } else if old.listen != new.listen {
+        "listen"
+    } else if old.target != new.target {
+        "target"
+    } else if old.metrics != new.metrics {
+        "metrics"
+    } else if old.params.key != new.params.key {
+        "the key"
+    } else if old.params.window_size != new.params.window_size {
+        "window"
+    } else if old.role == Role::Server && old.params.max_sessions != new.params.max_sessions {
+        "max-sessions (on a server)"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{what} changed, which needs a restart; the running configuration stays"
+    ))
+}
+
 struct Shared {
     stop: AtomicBool,
+    /// Changes asked by other threads, with where the answer goes.
+    commands: Mutex<Vec<(Command, Reply)>>,
     running: AtomicBool,
     waker: mio::Waker,
     stats: Mutex<(u64, Stats)>,
     stats_fresh: Condvar,
     stats_wanted: AtomicBool,
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Shared {
@@ -143,9 +181,52 @@ impl TunnelHandle {
         g.1.clone()
     }
 
+    /// Switches the scheduling mode of a running client tunnel; the server hears of it in
+    /// band. `Error::State` on a server or a tunnel not running.
+    pub fn set_mode(&self, mode: crate::protocol::scheduler::Mode) -> Result<(), Error> {
+        self.command(Command::SetMode(mode)).map(|_| ())
+    }
+
+    /// Applies a re-read configuration to the running tunnel: paths added and removed
+    /// (unchanged ones keep their index and figures), mode and timing knobs changed;
+    /// sessions go on. Host names are resolved here, on the caller's thread. A config that
+    /// cannot apply (an error, or a change that needs a restart: listen, target, key,
+    /// window) is refused as a whole and the running one stays. Returns a summary of what
+    /// changed.
+    pub fn reload(&self, config: &Config) -> Result<String, Error> {
+        config.validate()?;
+        if config.role == Role::Client {
+            let mut remotes = Vec::new();
+            for p in &config.paths {
+                remotes.push(resolve::resolve(&p.remote())?);
+            }
+            return self.command(Command::Reload(Box::new(config.clone()), remotes));
+        }
+        self.command(Command::Reload(Box::new(config.clone()), Vec::new()))
+    }
+
+    fn command(&self, cmd: Command) -> Result<String, Error> {
+        if !self.is_running() {
+            return Err(Error::State("the tunnel is not running"));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.shared.commands.lock().push((cmd, tx));
+        let _ = self.shared.waker.wake();
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(summary)) => Ok(summary),
+            Ok(Err(why)) => Err(Error::Config(ConfigError::new(why))),
+            Err(_) => Err(Error::State("the tunnel did not answer")),
+        }
+    }
+
     /// True while the loop runs.
     pub fn is_running(&self) -> bool {
         self.shared.running.load(Ordering::SeqCst)
+    }
+
+    /// Where the metrics endpoint listens (`metrics` option), if it was asked for.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.shared.metrics_addr
     }
 
     /// The address the tunnel listens on.
@@ -173,6 +254,8 @@ pub struct Tunnel {
     handle: TunnelHandle,
     /// The in-process queues, for a socket or listener.
     inproc: Option<Arc<inproc::Inproc>>,
+    /// The metrics endpoint, bound, served while the loop runs.
+    metrics: Option<metrics::Metrics>,
 }
 
 impl fmt::Debug for Tunnel {
@@ -233,6 +316,11 @@ impl Tunnel {
             Local::InProcess(q) => Some(Arc::clone(q)),
             Local::Network => None,
         };
+        let metrics = config
+            .metrics
+            .as_deref()
+            .map(metrics::Metrics::bind)
+            .transpose()?;
         let poll = mio::Poll::new().map_err(io_err("cannot create poller"))?;
         let waker =
             mio::Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create waker"))?;
@@ -261,17 +349,20 @@ impl Tunnel {
         };
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            commands: Mutex::new(Vec::new()),
             running: AtomicBool::new(false),
             waker,
             stats: Mutex::new((0, stats)),
             stats_fresh: Condvar::new(),
             stats_wanted: AtomicBool::new(false),
             local_addr,
+            metrics_addr: metrics.as_ref().map(metrics::Metrics::addr),
         });
         Ok(Tunnel {
             endpoint,
             handle: TunnelHandle { shared },
             inproc,
+            metrics,
         })
     }
 
@@ -293,6 +384,17 @@ impl Tunnel {
         let _finish = Finish {
             shared: Arc::clone(&shared),
             inproc: self.inproc,
+        };
+        let _metrics = match self.metrics {
+            Some(m) => {
+                // Its thread leaves signals to the application, like the loop's.
+                let _mask = net::SignalsBlocked::new();
+                Some(
+                    m.spawn(self.handle.clone())
+                        .map_err(io_err("cannot start the metrics thread"))?,
+                )
+            }
+            None => None,
         };
         match self.endpoint {
             Endpoint::Client(mut d) => event_loop::run(&mut *d, &shared),

@@ -17,7 +17,8 @@ use super::inproc::Inproc;
 use super::net::{bind_udp, raise_nofile_limit, unspecified_for};
 use super::pump::{drain, flush, Failures, Scratch};
 use super::resolve::resolve;
-use super::{bind_listen, Error, Local, Setup};
+use super::{bind_listen, needs_restart, Command, Error, Local, Setup};
+use crate::config::Config;
 use crate::protocol::endpoint::Endpoint as _;
 use crate::protocol::event::Event;
 use crate::protocol::server::Server;
@@ -121,6 +122,10 @@ impl Target {
 pub(super) struct ServerSockets {
     listen: UdpSocket,
     target: Target,
+    /// The configuration running now (a reload is compared with it).
+    config: Config,
+    /// The session cap in force (the open-file limit may have lowered the configured one).
+    max_sessions: usize,
 }
 
 /// The server endpoint on its sockets.
@@ -156,6 +161,7 @@ pub(super) fn build(setup: Setup) -> Result<ServerDriver, Error> {
             (Target::Udp(socks), addr.to_string())
         }
     };
+    let max_sessions = params.max_sessions;
     let endpoint = Server::new(params, &setup.seed, setup.now);
     info!(
         "mpserver listening on {local_addr}, forwarding to {shown}, epoch {:016x}",
@@ -164,7 +170,12 @@ pub(super) fn build(setup: Setup) -> Result<ServerDriver, Error> {
     Ok(Driver {
         poll,
         endpoint,
-        sockets: ServerSockets { listen, target },
+        sockets: ServerSockets {
+            listen,
+            target,
+            config: config.clone(),
+            max_sessions,
+        },
         local_addr,
         scratch: Scratch::default(),
     })
@@ -199,6 +210,24 @@ impl ServerSockets {
 }
 
 impl Sockets<Server> for ServerSockets {
+    fn command(&mut self, e: &mut Server, cmd: Command, _: &Registry) -> Result<String, String> {
+        match cmd {
+            Command::SetMode(_) => Err("the mode is the client's to set; the server follows \
+                                        what each client announces"
+                .into()),
+            Command::Reload(new, _) => {
+                if let Some(why) = needs_restart(&self.config, &new) {
+                    return Err(why);
+                }
+                let mut params = new.params.clone();
+                params.max_sessions = self.max_sessions;
+                e.set_params(params);
+                self.config = *new;
+                Ok("timing and limits applied".into())
+            }
+        }
+    }
+
     fn service(
         &mut self,
         token: Token,
@@ -210,7 +239,7 @@ impl Sockets<Server> for ServerSockets {
             buf,
             send_err_log: log,
         } = scratch;
-        let ServerSockets { listen, target } = self;
+        let ServerSockets { listen, target, .. } = self;
         if token == LISTEN {
             return drain(listen, buf, &"listen socket", |data, from| {
                 e.handle_datagram(Instant::now(), from, data);

@@ -135,17 +135,34 @@ impl Client {
         }
     }
 
-    /// Adds a path at the end (a reloaded config); returns its index, or None when the
-    /// tunnel has [`MAX_PATHS`] already.
+    /// Adds a path (a reloaded config): at the end, or in the slot of a removed one once
+    /// [`MAX_PATHS`] are taken; returns its index, or None when all are live.
     pub fn add_path(&mut self, now: Instant, spec: PathSpec) -> Option<usize> {
-        if self.paths.len() >= MAX_PATHS {
-            return None;
-        }
         let mut path = ClientPath::new(spec.name, spec.remote, now);
         path.set_options(spec.backup, spec.weight);
-        self.paths.push(path);
         self.plan_at = None;
-        Some(self.paths.len() - 1)
+        if self.paths.len() < MAX_PATHS {
+            self.paths.push(path);
+            return Some(self.paths.len() - 1);
+        }
+        let i = self.paths.iter().position(ClientPath::is_retired)?;
+        self.paths[i] = path;
+        Some(i)
+    }
+
+    /// Removes path `i` (a reloaded config). Its index is not reused while others are free.
+    pub fn remove_path(&mut self, i: usize) {
+        if let Some(p) = self.paths.get_mut(i) {
+            p.retire();
+            self.plan_at = None;
+        }
+    }
+
+    /// Takes new protocol knobs (a reloaded config); the key and the window size stay.
+    pub fn set_params(&mut self, mut params: Params) {
+        params.key = self.core.params.key.clone();
+        params.window_size = self.core.params.window_size;
+        self.core.params = params;
     }
 
     /// The active path in failover, once chosen.
@@ -244,6 +261,7 @@ impl Client {
                     },
                     in_doubt: p.in_doubt(now, two_way),
                     capacity: if down { cap_in } else { cap_out },
+                    gone: p.is_retired(),
                 }
             })
             .collect()
@@ -698,14 +716,19 @@ impl Client {
         let paths = self
             .paths
             .iter()
-            .map(|p| p.next_deadline(&self.core.params))
+            .filter_map(|p| p.next_deadline(&self.core.params))
             .min();
         [self.core.timers.next(), paths].into_iter().flatten().min()
     }
 
     /// A stats snapshot.
     pub fn stats(&self, now: Instant) -> Stats {
-        let paths = self.paths.iter().map(|p| p.stats(now)).collect();
+        let paths = self
+            .paths
+            .iter()
+            .filter(|p| !p.is_retired())
+            .map(|p| p.stats(now))
+            .collect();
         let mode = self.scheduler.mode().name();
         self.core
             .stats(now, "client", &mode, self.sessions.len(), paths)

@@ -200,6 +200,8 @@ pub struct ClientPath {
     weight: u32,
     /// True while the scheduler puts data on it.
     carrying: bool,
+    /// Removed from the config: never scheduled, probed or shown again.
+    retired: bool,
     created: Instant,
     last_rx: Option<Instant>,
     next_probe: Instant,
@@ -242,6 +244,7 @@ impl ClientPath {
             backup: false,
             weight: 1,
             carrying: true,
+            retired: false,
             created: now,
             last_rx: None,
             next_probe: now,
@@ -272,6 +275,19 @@ impl ClientPath {
     pub fn set_options(&mut self, backup: bool, weight: u32) {
         self.backup = backup;
         self.weight = weight.max(1);
+    }
+
+    /// The path was removed (a reloaded config): it stays down and silent for good, and
+    /// keeps its index so no other path takes it.
+    pub fn retire(&mut self) {
+        self.retired = true;
+        self.state = PathState::Down;
+        self.carrying = false;
+    }
+
+    /// True once removed.
+    pub fn is_retired(&self) -> bool {
+        self.retired
     }
 
     /// True for a backup path.
@@ -351,6 +367,9 @@ impl ClientPath {
 
     /// Anything valid arrived: the path is alive. Returns the old state if it changed.
     pub fn on_receive(&mut self, now: Instant, len: usize, params: &Params) -> Option<PathState> {
+        if self.retired {
+            return None;
+        }
         self.rx_packets += 1;
         self.rx_bytes += len as u64;
         self.last_rx = Some(now);
@@ -409,7 +428,7 @@ impl ClientPath {
 
     /// If a probe is due, returns its token and schedules the next one.
     pub fn poll_probe(&mut self, now: Instant, params: &Params) -> Option<u64> {
-        if now < self.next_probe {
+        if now < self.next_probe || self.retired {
             return None;
         }
         let token = self.probes_sent;
@@ -618,13 +637,16 @@ impl ClientPath {
         self.last_rx.is_some()
     }
 
-    /// When this path next needs attention.
-    pub fn next_deadline(&self, params: &Params) -> Instant {
+    /// When this path next needs attention (never, once retired).
+    pub fn next_deadline(&self, params: &Params) -> Option<Instant> {
+        if self.retired {
+            return None;
+        }
         let mut t = self.next_probe;
         if self.state != PathState::Down {
             t = t.min(self.last_rx.unwrap_or(self.created) + self.down_after(params));
         }
-        t
+        Some(t)
     }
 
     /// Counters and health for stats.

@@ -119,6 +119,8 @@ pub struct PathView {
     pub in_doubt: bool,
     /// Measured delivery capacity (datagrams/s) in the direction being scheduled.
     pub capacity: Option<f64>,
+    /// Removed from the config: never chosen.
+    pub gone: bool,
 }
 
 impl PathView {
@@ -179,15 +181,15 @@ fn eligible(views: &[PathView]) -> PathMask {
             .filter(|(_, v)| f(v))
             .fold(0u64, |m, (i, _)| m | 1 << i)
     };
-    let primary = pick(&|v| v.state != PathState::Down && !v.backup);
+    let primary = pick(&|v| v.state != PathState::Down && !v.backup && !v.gone);
     if primary != 0 {
         return primary;
     }
-    let backups = pick(&|v| v.state != PathState::Down);
+    let backups = pick(&|v| v.state != PathState::Down && !v.gone);
     if backups != 0 {
         return backups;
     }
-    pick(&|_| true)
+    pick(&|v| !v.gone)
 }
 
 fn members(mask: PathMask) -> impl Iterator<Item = usize> {
@@ -409,6 +411,7 @@ mod tests {
             loss: Some(loss),
             in_doubt: false,
             capacity: None,
+            gone: false,
         }
     }
 

@@ -546,8 +546,55 @@ static void test_last_error_is_per_thread(void) {
     CHECK(strstr(mpt_last_error(), "mpt_config_new") != NULL);
 }
 
+/* Modes and reloads on a running client: a good mode switches, a bad one is named; a
+ * server's mode is its clients'; a reload adds a path and refuses a changed listen. */
+static void test_mode_and_reload(void) {
+    mpt_config *c = NULL, *c2 = NULL;
+    mpt_tunnel *t = NULL, *s = NULL;
+    char buf[8192];
+    size_t len = 0;
+    mpt_config *sc = server_config("127.0.0.1:0");
+
+    OK(mpt_config_set(sc, "target", "127.0.0.1:9"));
+    OK(mpt_tunnel_new(sc, &s));
+    OK(mpt_config_new(MPT_ROLE_CLIENT, &c));
+    OK(mpt_config_set(c, "listen", "127.0.0.1:0"));
+    OK(mpt_config_set(c, "path", "127.0.0.1:9"));
+    OK(mpt_tunnel_new(c, &t));
+    FAILS(mpt_tunnel_set_mode(t, "failover"), MPT_ERR_STATE, "not running");
+    OK(mpt_tunnel_start(t));
+    OK(mpt_tunnel_start(s));
+    OK(mpt_tunnel_set_mode(t, "failover"));
+    OK(mpt_tunnel_stats_json(t, buf, sizeof buf, &len));
+    CHECK(strstr(buf, "\"mode\":\"failover\"") != NULL);
+    OK(mpt_tunnel_set_mode(t, "k-best=2"));
+    FAILS(mpt_tunnel_set_mode(t, "sideways"), MPT_ERR_CONFIG, "sideways");
+    FAILS(mpt_tunnel_set_mode(t, NULL), MPT_ERR_NULL, "mode is NULL");
+    FAILS(mpt_tunnel_set_mode(NULL, "redundant"), MPT_ERR_NULL, "tunnel is NULL");
+    FAILS(mpt_tunnel_set_mode(s, "failover"), MPT_ERR_CONFIG, "client");
+
+    /* The same listen (its port was 0: the bound one is what runs) and a second path. */
+    OK(mpt_tunnel_local_addr(t, buf, sizeof buf, &len));
+    OK(mpt_config_new(MPT_ROLE_CLIENT, &c2));
+    OK(mpt_config_set(c2, "listen", "127.0.0.1:0"));
+    OK(mpt_config_set(c2, "path", "127.0.0.1:9"));
+    OK(mpt_config_set(c2, "path", "127.0.0.1:10 name=second"));
+    OK(mpt_tunnel_reload(t, c2));
+    OK(mpt_tunnel_stats_json(t, buf, sizeof buf, &len));
+    CHECK(strstr(buf, "\"name\":\"second\"") != NULL);
+    OK(mpt_config_set(c2, "listen", "127.0.0.1:1"));
+    FAILS(mpt_tunnel_reload(t, c2), MPT_ERR_CONFIG, "restart");
+    FAILS(mpt_tunnel_reload(t, NULL), MPT_ERR_NULL, "config is NULL");
+    mpt_config_free(c2);
+    mpt_config_free(c);
+    mpt_config_free(sc);
+    mpt_tunnel_free(t);
+    mpt_tunnel_free(s);
+}
+
 int main(void) {
     test_basics();
+    test_mode_and_reload();
     test_config();
     test_no_value_panics();
     test_tunnel();

@@ -91,6 +91,42 @@ pub fn config_from(
     })
 }
 
+/// Builds the configuration again from the same command line (SIGHUP: the config file may
+/// have changed); the error names what is wrong (with `file:line` for the file).
+pub fn reread_config(
+    prog: &'static str,
+    role: mptunnel::Role,
+    positionals: &[String],
+    options: &[(String, String)],
+) -> Result<mptunnel::Config, String> {
+    let cl = mptunnel::cli::CommandLine {
+        positionals: positionals.to_vec(),
+        options: options.to_vec(),
+    };
+    mptunnel::cli::build(prog, role, &cl, &mptunnel::cli::process_env).map_err(|e| e.to_string())
+}
+
+/// Flags for the signals that ask a running tool for something: SIGHUP (re-read the
+/// configuration) and SIGUSR1 (print the stats table). Windows has neither.
+#[derive(Default)]
+pub struct RequestFlags {
+    pub reload: Arc<AtomicBool>,
+    pub stats: Arc<AtomicBool>,
+}
+
+impl RequestFlags {
+    /// Registers the handlers (a no-op where the signals do not exist).
+    pub fn install() -> std::io::Result<RequestFlags> {
+        let f = RequestFlags::default();
+        #[cfg(unix)]
+        {
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&f.reload))?;
+            signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&f.stats))?;
+        }
+        Ok(f)
+    }
+}
+
 /// Handles `PROG genkey`: prints a new key. Returns true if it did.
 pub fn maybe_genkey() -> Option<std::process::ExitCode> {
     let mut args = std::env::args().skip(1);
@@ -144,7 +180,11 @@ const SIGNAL_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 /// Runs a configured tunnel until SIGINT/SIGTERM, printing errors the way the tools do and a
 /// stats report every `stats-interval` (and a last one at exit: at log level info as text,
 /// always in JSON).
-pub fn run_tunnel(prog: &'static str, config: &mptunnel::Config) -> std::process::ExitCode {
+pub fn run_tunnel(
+    prog: &'static str,
+    config: &mptunnel::Config,
+    reread: &dyn Fn() -> Result<mptunnel::Config, String>,
+) -> std::process::ExitCode {
     use std::process::ExitCode;
     use std::time::Instant;
     let tunnel = match mptunnel::Tunnel::new(config) {
@@ -163,6 +203,10 @@ pub fn run_tunnel(prog: &'static str, config: &mptunnel::Config) -> std::process
     let flag = termination_flag().unwrap_or_else(|e| {
         log::warn!("cannot install signal handlers: {e}");
         Arc::new(AtomicBool::new(false))
+    });
+    let requests = RequestFlags::install().unwrap_or_else(|e| {
+        log::warn!("cannot install the SIGHUP/SIGUSR1 handlers: {e}");
+        RequestFlags::default()
     });
     let running = match tunnel.start() {
         Ok(r) => r,
@@ -183,6 +227,13 @@ pub fn run_tunnel(prog: &'static str, config: &mptunnel::Config) -> std::process
         if is_set(&flag) {
             log::info!("signal received: shutting down");
             break;
+        }
+        if requests.stats.swap(false, Ordering::Relaxed) {
+            // SIGUSR1: the table, as text on stderr whatever the report format.
+            eprintln!("{}", handle.stats().to_text());
+        }
+        if requests.reload.swap(false, Ordering::Relaxed) {
+            reload(handle, reread);
         }
         let now = Instant::now();
         if let (Some(at), Some(every)) = (next_report, every) {
@@ -210,6 +261,32 @@ pub fn run_tunnel(prog: &'static str, config: &mptunnel::Config) -> std::process
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// SIGHUP: the configuration is read again and applied, or refused as a whole (the running
+/// one stays) with the reason logged.
+fn reload(handle: &mptunnel::TunnelHandle, reread: &dyn Fn() -> Result<mptunnel::Config, String>) {
+    let config = match reread_checked(reread) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("event=reload_refused reason={e:?}");
+            return;
+        }
+    };
+    match handle.reload(&config) {
+        Ok(summary) => log::info!("event=reloaded changes={summary:?}"),
+        Err(e) => log::error!("event=reload_refused reason={:?}", e.to_string()),
+    }
+}
+
+fn reread_checked(
+    reread: &dyn Fn() -> Result<mptunnel::Config, String>,
+) -> Result<mptunnel::Config, String> {
+    let c = reread()?;
+    for w in &c.warnings {
+        log::warn!("{w}");
+    }
+    Ok(c)
 }
 
 /// Starts logging at the configured level (default warn: quiet).

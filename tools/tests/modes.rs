@@ -85,3 +85,82 @@ fn balance_aggregates_two_unequal_paths() {
         ctx()
     );
 }
+
+/// SIGHUP under traffic: the edited config file adds a path and removes one; the kept path
+/// keeps its figures, nothing is lost or duplicated, and a config with an error is refused
+/// as a whole (named with file:line) while the tunnel goes on. SIGUSR1 prints the table.
+#[test]
+fn sighup_adds_and_removes_paths_under_traffic() {
+    let _g = serial();
+    let mut t = Topo::with(
+        V4,
+        Setup {
+            bridges: &[&[], &[]],
+            ..Setup::default()
+        },
+    );
+    let (extra, extra_addr) = start_bridge("mpbridge3", t.ip, t.server_addr, &[]);
+    let write_conf = |paths: &[std::net::SocketAddr], tail: &str| {
+        let mut text = String::from("# edited while running\n");
+        for p in paths {
+            text.push_str(&format!("{} {}\n", p.ip(), p.port()));
+        }
+        text.push_str(tail);
+        std::fs::write(&t.conf.0, text).expect("rewrite the config");
+    };
+    let run = Load::spawn(
+        t.client_addr,
+        &["--rate", "500", "--size", "200", "--duration", "6"],
+    );
+    thread::sleep(Duration::from_millis(1500));
+    let kept = t.bridge_addrs[1];
+    let before = t.client.next_report();
+    let kept_tx_before = path_field(&before, &kept.to_string(), "tx_packets");
+    // Drop bridge 1, keep bridge 2, add bridge 3.
+    write_conf(&[kept, extra_addr], "");
+    t.client.signal(libc::SIGHUP);
+    t.client.wait_for_line("event=reloaded", 0);
+    thread::sleep(Duration::from_millis(1500));
+    // An error in the file: refused whole, the running paths stay.
+    write_conf(&[t.bridge_addrs[0]], "mode = sideways\n");
+    t.client.signal(libc::SIGHUP);
+    let refused = t.client.wait_for_line("event=reload_refused", 0);
+    assert!(refused.contains("client.conf:3"), "{refused}");
+    t.client.signal(libc::SIGUSR1);
+    t.client.wait_for_line("path ", 0);
+    let r = run.finish();
+    let after = t.client.next_report();
+    let ctx = || format!("{}\n{}", summary("sighup", &r), t.diag());
+    assert_clean(&r, &ctx);
+    assert!(lost(&r) <= 2.0, "{}", ctx());
+    let names: Vec<&str> = after["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [kept.to_string(), extra_addr.to_string()],
+        "{}",
+        ctx()
+    );
+    // The kept path kept its counters; the new one carries traffic.
+    assert!(path_field(&after, &kept.to_string(), "tx_packets") > kept_tx_before + 1000.0);
+    assert!(
+        path_field(&after, &extra_addr.to_string(), "tx_packets") > 500.0,
+        "{}",
+        ctx()
+    );
+    assert!(t.client.alive(), "SIGUSR1 or SIGHUP killed mpclient");
+    drop(extra);
+    println!("{}", summary("sighup", &r));
+}
+
+fn path_field(report: &serde_json::Value, name: &str, key: &str) -> f64 {
+    report["paths"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .and_then(|p| p[key].as_f64())
+        .unwrap_or_else(|| panic!("no {key} for path {name} in {report}"))
+}

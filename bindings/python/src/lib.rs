@@ -164,6 +164,33 @@ impl NativeTunnel {
         py.detach(move || t.handle().stats().to_json())
     }
 
+    /// Switches the scheduling mode of the running client.
+    fn set_mode(&self, py: Python<'_>, mode: &str) -> PyResult<()> {
+        let m = mptunnel::Mode::parse(mode).map_err(|e| config_error(py, e))?;
+        let t = Arc::clone(&self.inner);
+        py.detach(move || t.handle().set_mode(m))
+            .map_err(|e| tunnel_error(py, e))
+    }
+
+    /// Applies new options (the same keywords as the constructor) to the running tunnel;
+    /// returns what changed.
+    fn reload(
+        &self,
+        py: Python<'_>,
+        role: &str,
+        options: Vec<(String, String)>,
+    ) -> PyResult<String> {
+        let role = if role == "server" {
+            Role::Server
+        } else {
+            Role::Client
+        };
+        let c = build_config(py, role, options)?;
+        let t = Arc::clone(&self.inner);
+        py.detach(move || t.handle().reload(&c))
+            .map_err(|e| tunnel_error(py, e))
+    }
+
     fn is_running(&self) -> bool {
         self.inner.handle().is_running()
     }

@@ -357,3 +357,24 @@ def test_dropping_an_endpoint_frees_its_port(echo: Echo) -> None:
     # The port is free again: a new listener can bind it.
     with mptunnel.listen(addr) as lst:
         assert lst.address == addr
+
+
+def test_set_mode_and_reload_on_a_running_client(echo: Echo) -> None:
+    with mptunnel.Server(listen="127.0.0.1:0", target=echo.addr) as server:
+        paths = [server.address]
+        with mptunnel.Client(listen="127.0.0.1:0", paths=paths) as client:
+            assert client.stats()["mode"] == "redundant"
+            client.set_mode("failover")
+            assert client.stats()["mode"] == "failover"
+            with pytest.raises(mptunnel.ConfigError, match="sideways"):
+                client.set_mode("sideways")
+            summary = client.reload(listen="127.0.0.1:0", paths=paths + [f"{server.address} name=again"], mode="k-best=1")
+            assert "added again" in summary and "k-best=1" in summary, summary
+            names = [p["name"] for p in client.stats()["paths"]]
+            assert names == [server.address, "again"], names
+            with pytest.raises(mptunnel.ConfigError, match="restart"):
+                client.reload(listen="127.0.0.1:1", paths=paths)
+            app = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            got = exchange(app, client.address, 50)
+            app.close()
+            assert sorted(got) == list(range(50))

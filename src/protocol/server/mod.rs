@@ -102,6 +102,13 @@ impl Server {
         self.bridges.is_validated(addr)
     }
 
+    /// Takes new protocol knobs (a reloaded config); the key and the window size stay.
+    pub fn set_params(&mut self, mut params: Params) {
+        params.key = self.core.params.key.clone();
+        params.window_size = self.core.params.window_size;
+        self.core.params = params;
+    }
+
     /// How long a bridge address may stay silent and still get replies.
     fn path_fresh(&self) -> Duration {
         self.core.params.down_after * 2

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use mptunnel::Role;
 use mptunnel_tools::options::TableOpts;
-use mptunnel_tools::{config_from, init_logging_from, maybe_genkey, run_tunnel};
+use mptunnel_tools::{config_from, init_logging_from, maybe_genkey, reread_config, run_tunnel};
 
 /// Multipath UDP tunnel, server side.
 ///
@@ -35,17 +35,20 @@ fn main() -> ExitCode {
         return code;
     }
     let args = Args::parse();
+    let (positionals, options) = (args.positionals, args.options.given);
     let config = match config_from(
         "mpserver",
         Role::Server,
-        args.positionals,
-        args.options.given,
+        positionals.clone(),
+        options.clone(),
     ) {
         Ok(c) => c,
         Err(code) => return code,
     };
     init_logging_from("mpserver", &config);
-    run_tunnel("mpserver", &config)
+    // SIGHUP reads the same command line (and so the config file) again.
+    let reread = || reread_config("mpserver", Role::Server, &positionals, &options);
+    run_tunnel("mpserver", &config, &reread)
 }
 
 #[cfg(test)]

@@ -141,6 +141,14 @@ class _Endpoint:
         """Totals and per-path figures, as a dict (the JSON the CLI and C API show)."""
         return json.loads(self._native.stats_json())
 
+    def reload(self, **kw: Any) -> str:
+        """Apply new options to the running endpoint (the constructor's keywords, given in
+        full: paths missing from ``paths`` are removed). Unchanged paths keep their index
+        and figures; sessions go on. Raises ConfigError, and keeps the running
+        configuration, when the new one is invalid or changes what needs a restart
+        (listen, target, key, window). Returns a summary of what changed."""
+        return self._native.reload(self._role, _options(**kw))
+
     def __enter__(self) -> "_Endpoint":
         self.start()
         return self
@@ -175,6 +183,11 @@ class Client(_Endpoint):
         **kw: Any,
     ) -> None:
         super().__init__(listen=listen, paths=list(paths), key=key, mode=mode, **kw)
+
+    def set_mode(self, mode: str) -> None:
+        """Switch the scheduling mode while running: ``"redundant"``, ``"failover"``,
+        ``"k-best=K"`` or ``"balance"``. The server follows in band."""
+        self._native.set_mode(mode)
 
     def __enter__(self) -> "Client":
         self.start()
