@@ -34,7 +34,7 @@ test-c: build setup
 # type stubs are checked against the real module.
 test-python: setup
 	$(VENV)/bin/pip install -q ./bindings/python
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider bindings/python/tests
+	$(VENV)/bin/python -m pytest -q -rs -p no:cacheprovider bindings/python/tests
 	$(VENV)/bin/python -m mypy.stubtest mptunnel
 	$(VENV)/bin/python -m mypy --strict --cache-dir=/dev/null bindings/python/tests
 

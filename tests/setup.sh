@@ -46,10 +46,10 @@ if [ ! -x "$VENV/bin/python" ]; then
     fi
 fi
 if [ -x "$VENV/bin/python" ]; then
-    if "$VENV/bin/pip" install -q pytest mypy maturin cmake >/dev/null; then
-        say "$("$VENV/bin/cmake" --version | head -n1) (PyPI), pytest, mypy, maturin in $VENV"
+    if "$VENV/bin/pip" install -q pytest mypy maturin cmake selenium prometheus-client >/dev/null; then
+        say "$("$VENV/bin/cmake" --version | head -n1) (PyPI), pytest, mypy, maturin, selenium, prometheus-client in $VENV"
     else
-        missing "pytest, mypy, maturin or cmake: pip install into $VENV failed (is PyPI reachable?)"
+        missing "pytest, mypy, maturin, cmake, selenium or prometheus-client: pip install into $VENV failed (is PyPI reachable?)"
     fi
 else
     missing "a Python virtualenv: '$PYTHON -m venv $VENV' failed (apt-get install python3-venv)"
@@ -77,7 +77,9 @@ fi
 for entry in "socat:socat:the socat bridge test" \
     "ip:iproute2:the network-namespace test" \
     "pkg-config:pkg-config:the C install test" \
-    "c++:g++:the C++ header and wrapper tests"; do
+    "c++:g++:the C++ header and wrapper tests" \
+    "chromium:chromium:the live page test (a real browser)" \
+    "chromedriver:chromium-driver:the live page test (Selenium drives chromium)"; do
     IFS=: read -r tool pkg what <<<"$entry"
     if command -v "$tool" >/dev/null 2>&1; then
         continue

@@ -195,6 +195,12 @@ impl NativeTunnel {
         self.inner.handle().is_running()
     }
 
+    /// Where the metrics endpoint listens (`HOST:PORT`), if the `metrics` option was given.
+    #[getter]
+    fn metrics_addr(&self) -> Option<String> {
+        self.inner.handle().metrics_addr().map(|a| a.to_string())
+    }
+
     #[getter]
     fn local_addr(&self) -> String {
         self.local_addr.clone()

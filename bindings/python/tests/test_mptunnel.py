@@ -378,3 +378,165 @@ def test_set_mode_and_reload_on_a_running_client(echo: Echo) -> None:
             got = exchange(app, client.address, 50)
             app.close()
             assert sorted(got) == list(range(50))
+
+
+def _need(module: str, what: str) -> None:
+    """Imports `module` or skips, naming what is missing; under CI=true it fails instead."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        msg = f"needs {what} (make setup installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def _get(url: str) -> Tuple[int, str, str]:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return int(r.status), str(r.headers.get("Content-Type", "")), r.read().decode()
+
+
+class Traffic:
+    """An app sending numbered datagrams to the client at about 300/s, reading the echoes."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.to = (host, int(port))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(0.003)
+        self.stop = False
+        self.received = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self.stop:
+            self.sock.sendto(b"%d hello" % n, self.to)
+            n += 1
+            try:
+                while True:
+                    self.sock.recvfrom(65535)
+                    self.received += 1
+            except (socket.timeout, BlockingIOError):
+                pass
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+def test_metrics_parse_with_prometheus_client(echo: Echo) -> None:
+    _need("prometheus_client", "prometheus-client")
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    with mptunnel.Server(listen="127.0.0.1:0", target=echo.addr, metrics="127.0.0.1:0") as server:
+        bridges = [LossyBridge(server.address, loss, seed) for loss, seed in ((0.0, 1), (0.3, 2))]
+        try:
+            with mptunnel.Client(listen="127.0.0.1:0", paths=[b.addr for b in bridges], metrics="0") as client:
+                assert client.metrics_address is not None and client.metrics_address.startswith("127.0.0.1:")
+                traffic = Traffic(client.address)
+                time.sleep(2.0)
+                traffic.close()
+                status, ctype, text = _get(f"http://{client.metrics_address}/metrics")
+                assert status == 200 and "openmetrics-text" in ctype
+                families = {f.name: f for f in text_string_to_metric_families(text)}  # type: ignore[no-untyped-call]
+                rtt = families["mptunnel_path_rtt_seconds"]
+                assert len(rtt.samples) == 2 and all(0 < s.value < 1 for s in rtt.samples)
+                loss = {(s.labels["remote"], s.labels["direction"]): s.value for s in families["mptunnel_path_loss_ratio"].samples}
+                assert 0.1 < loss[(bridges[1].addr, "out")] < 0.5, loss
+                dropped = {s.labels["reason"]: s.value for s in families["mptunnel_dropped"].samples}
+                assert dropped["duplicates"] > 0
+                assert families["mptunnel_info"].samples[0].labels["role"] == "client"
+                _, _, stats = _get(f"http://{client.metrics_address}/stats")
+                assert json.loads(stats)["role"] == "client"
+                assert server.metrics_address is not None
+                _, _, text = _get(f"http://{server.metrics_address}/metrics")
+                families = {f.name: f for f in text_string_to_metric_families(text)}  # type: ignore[no-untyped-call]
+                assert families["mptunnel_client_sessions"].samples[0].value >= 1
+        finally:
+            for b in bridges:
+                b.close()
+
+
+def _artifacts() -> Path:
+    d = Path(os.environ.get("MPTUNNEL_ARTIFACTS", "target/artifacts"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def test_live_page_in_a_real_browser(echo: Echo) -> None:
+    """Headless Chromium (Debian's, driven by Selenium and chromedriver) opens the live page of
+    a running client: the path rows appear, their figures move as traffic flows and one
+    bridge degrades, and the page fits a phone's width. Screenshots land in
+    target/artifacts."""
+    _need("selenium", "selenium")
+    import shutil
+
+    chromium = shutil.which("chromium")
+    driver_bin = shutil.which("chromedriver")
+    if chromium is None or driver_bin is None:
+        msg = "needs chromium and chromium-driver (make setup installs them as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    opts = Options()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,900"):
+        opts.add_argument(a)
+    with mptunnel.Server(listen="127.0.0.1:0", target=echo.addr) as server:
+        bridges = [LossyBridge(server.address, 0.0, seed) for seed in (1, 2, 3)]
+        traffic = None
+        browser = webdriver.Chrome(service=Service(driver_bin), options=opts)
+        try:
+            paths = [f"{b.addr} name=bridge{i + 1}" for i, b in enumerate(bridges)]
+            with mptunnel.Client(listen="127.0.0.1:0", paths=paths, metrics="127.0.0.1:0") as client:
+                traffic = Traffic(client.address)
+                browser.get(f"http://{client.metrics_address}/")
+                wait = WebDriverWait(browser, 15)
+                wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#paths .path")) == 3)
+
+                def rows() -> List[Tuple[str, ...]]:
+                    out = []
+                    for r in browser.find_elements(By.CSS_SELECTOR, "#paths .path"):
+                        out.append(tuple(r.find_element(By.CSS_SELECTOR, sel).text for sel in (".name", ".state", ".rtt", ".out", ".in")))
+                    return out
+
+                def delivered() -> str:
+                    tiles = browser.find_elements(By.CSS_SELECTOR, "#totals .tile")
+                    return next(t.find_element(By.CSS_SELECTOR, ".v").text for t in tiles if "delivered" in t.text)
+
+                wait.until(lambda d: all(r[2] != "–" for r in rows()))
+                first, first_delivered = rows(), delivered()
+                assert [r[0] for r in first] == ["bridge1", "bridge2", "bridge3"], first
+                # bridge3 degrades: the page shows it within a few seconds.
+                bridges[2].loss = 0.5
+                wait.until(lambda d: rows()[2][1].lower() == "lossy")
+                later = rows()
+                assert later[2][3] != "–" and float(later[2][3].split()[0]) > 20, later
+                assert delivered() != first_delivered
+                assert later != first
+                browser.save_screenshot(str(_artifacts() / "live-page.png"))
+                # Readable on a phone: no sideways scrolling at 390 px.
+                browser.set_window_size(390, 844)
+                time.sleep(1.2)
+                width = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+                assert width[0] <= width[1] + 1, width
+                browser.save_screenshot(str(_artifacts() / "live-page-phone.png"))
+        finally:
+            browser.quit()
+            if traffic is not None:
+                traffic.close()
+            for b in bridges:
+                b.close()

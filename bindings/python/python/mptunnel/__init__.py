@@ -133,6 +133,12 @@ class _Endpoint:
         self._native.stop()
 
     @property
+    def metrics_address(self) -> Optional[str]:
+        """Where ``/metrics``, ``/stats`` and the live page are served (``metrics=`` option),
+        as ``HOST:PORT``; None without one."""
+        return self._native.metrics_addr
+
+    @property
     def running(self) -> bool:
         """True while the endpoint runs."""
         return self._native.is_running()
