@@ -63,9 +63,13 @@ pub extern "C" fn mpt_config_new(role: mpt_role, out: *mut *mut mpt_config) -> m
 /// - `path` (client; each call appends one, at most 64): `HOST:PORT` or `HOST PORT` of a
 ///   bridge (or of the server), optionally followed by `name=NAME` (shown in stats),
 ///   `bind=LOCAL_IP` (source address), `dev=IFACE` (Linux: send through that interface) or
-///   `weight=N`, e.g. `"10.0.0.2 4001 name=dsl bind=192.168.1.10"`;
+///   `weight=N` (its share in `balance`) or `backup` (data only while every other path is
+///   down), e.g. `"10.0.0.2 4001 name=dsl bind=192.168.1.10"`;
 /// - `config` (both; FILE): reads a config file, as `mpt_config_load_file`;
-/// - `mode` (client): `redundant`;
+/// - `mode` (client): `redundant`, `failover`, `k-best=K` or `balance` (switch a running
+///   tunnel with `mpt_tunnel_set_mode`);
+/// - `metrics` (both; ADDR): serve `/metrics`, `/stats` and the live page over HTTP on ADDR
+///   (a bare port is 127.0.0.1);
 /// - `probe-interval` (both; whole milliseconds, default 250);
 /// - `down-after` (both; whole milliseconds, default 1000);
 /// - `idle-timeout` (both; seconds, fractions allowed, default 120);

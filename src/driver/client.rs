@@ -19,6 +19,8 @@ use super::{bind_listen, io_err, needs_restart, Command, Error, Local, Setup};
 use crate::config::{Config, PathConfig};
 use crate::protocol::client::{Client, PathSpec};
 use crate::protocol::endpoint::Endpoint as _;
+use crate::protocol::event::Event;
+use crate::protocol::path::PathState;
 use crate::protocol::transmit::ClientDest;
 use crate::protocol::transmit::MAX_PATHS;
 use crate::protocol::RateLimit;
@@ -59,6 +61,60 @@ pub(super) struct ClientSockets {
     /// compared with them).
     config: Config,
     lines: Vec<Option<PathConfig>>,
+    /// Host names of paths being resolved again on a helper thread.
+    resolver: Resolver,
+}
+
+/// Re-resolution of a path's host name when the path goes down, off the event loop: a
+/// helper thread per lookup puts its answer in `done`, which the loop reads each turn.
+#[derive(Default)]
+struct Resolver {
+    /// `HOST:PORT` of each path whose host is a name (None for an address).
+    names: std::cell::RefCell<Vec<Option<String>>>,
+    busy: std::cell::RefCell<std::collections::HashSet<usize>>,
+    done: Arc<std::sync::Mutex<Vec<(usize, String, SocketAddr)>>>,
+}
+
+impl Resolver {
+    fn set(&self, i: usize, line: Option<&PathConfig>) {
+        let mut names = self.names.borrow_mut();
+        if names.len() <= i {
+            names.resize(i + 1, None);
+        }
+        names[i] = line
+            .filter(|l| l.host.parse::<std::net::IpAddr>().is_err())
+            .map(PathConfig::remote);
+    }
+
+    /// Path `i` went down: look its name up again (once at a time).
+    fn on_down(&self, i: usize) {
+        let Some(Some(name)) = self.names.borrow().get(i).cloned() else {
+            return;
+        };
+        if !self.busy.borrow_mut().insert(i) {
+            return;
+        }
+        let done = Arc::clone(&self.done);
+        let spawned = std::thread::Builder::new()
+            .name("mptunnel-resolve".into())
+            .spawn(move || match resolve(&name) {
+                Ok(a) => done
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((i, name, a)),
+                Err(e) => {
+                    log::debug!("path {i}: {e}");
+                    done.lock().unwrap_or_else(|p| p.into_inner()).push((
+                        i,
+                        name,
+                        SocketAddr::from(([0, 0, 0, 0], 0)),
+                    ));
+                }
+            });
+        if spawned.is_err() {
+            self.busy.borrow_mut().remove(&i);
+        }
+    }
 }
 
 /// Opens, connects and registers the socket of path `i`.
@@ -96,6 +152,41 @@ fn same_path(a: &PathConfig, b: &PathConfig) -> bool {
 }
 
 impl ClientSockets {
+    /// Answers of the resolver: a path whose name now resolves elsewhere is reconnected.
+    fn take_resolved(&mut self, e: &mut Client) {
+        let done: Vec<_> = {
+            let mut d = self.resolver.done.lock().unwrap_or_else(|p| p.into_inner());
+            if d.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *d)
+        };
+        for (i, name, addr) in done {
+            self.resolver.busy.borrow_mut().remove(&i);
+            let still = self
+                .lines
+                .get(i)
+                .and_then(|l| l.as_ref())
+                .map(PathConfig::remote);
+            let Some(Some(sock)) = self.paths.get(i) else {
+                continue;
+            };
+            if still.as_deref() != Some(name.as_str()) || addr.port() == 0 {
+                continue;
+            }
+            if sock.peer_addr().ok() == Some(addr) {
+                continue;
+            }
+            match sock.connect(addr) {
+                Ok(()) => {
+                    info!("event=path_resolved path={name} remote={addr}");
+                    e.set_path_remote(i, addr.to_string());
+                }
+                Err(err) => log::warn!("path {name}: cannot connect to {addr}: {err}"),
+            }
+        }
+    }
+
     /// A reloaded config: paths kept (by host, port, bind and dev), removed and added; the
     /// mode and timing knobs. Sockets are opened before anything changes, so a path that
     /// cannot open refuses the whole reload.
@@ -165,6 +256,7 @@ impl ClientSockets {
                         let _ = reg.deregister(&mut s);
                     }
                     e.remove_path(i);
+                    self.resolver.set(i, None);
                     info!("event=path_removed path={}", line.display_name());
                     summary.push(format!("removed {}", line.display_name()));
                 }
@@ -173,6 +265,7 @@ impl ClientSockets {
         // Kept paths take their new options.
         for (i, p) in keep {
             e.set_path_options(i, p.display_name(), p.backup, p.weight);
+            self.resolver.set(i, Some(&p));
             self.lines[i] = Some(p);
         }
         // Added paths.
@@ -186,6 +279,7 @@ impl ClientSockets {
             self.paths[i] = Some(sock);
             info!("event=path_added path={} remote={remote}", p.display_name());
             summary.push(format!("added {}", p.display_name()));
+            self.resolver.set(i, Some(&p));
             self.lines[i] = Some(p);
         }
         if new.mode != e.mode() {
@@ -247,6 +341,13 @@ pub(super) fn build(setup: Setup) -> Result<ClientDriver, Error> {
             paths,
             config: config.clone(),
             lines: config.paths.iter().cloned().map(Some).collect(),
+            resolver: {
+                let r = Resolver::default();
+                for (i, p) in config.paths.iter().enumerate() {
+                    r.set(i, Some(p));
+                }
+                r
+            },
         },
         local_addr,
         scratch: Scratch::default(),
@@ -278,7 +379,7 @@ impl Sockets<Client> for ClientSockets {
             };
             drain(sock, buf, &"listen socket", |data, from| {
                 e.handle_local(Instant::now(), from, data);
-                flush_to(&self.paths, &self.apps, e, send_err_log);
+                flush_to(&self.paths, &self.apps, &self.resolver, e, send_err_log);
             })
         } else {
             let i = token.0 - PATH_BASE;
@@ -287,31 +388,44 @@ impl Sockets<Client> for ClientSockets {
             };
             drain(sock, buf, &format_args!("path socket {i}"), |data, _| {
                 e.handle_datagram(Instant::now(), i, data);
-                flush_to(&self.paths, &self.apps, e, send_err_log);
+                flush_to(&self.paths, &self.apps, &self.resolver, e, send_err_log);
             })
         }
     }
 
     fn on_wake(&mut self, e: &mut Client, log: &mut RateLimit, _: &Registry) {
+        self.take_resolved(e);
         if let Apps::InProcess(q) = &self.apps {
             for (_, data) in q.take_outgoing() {
                 e.handle_local(Instant::now(), IN_PROCESS_APP, &data);
-                flush_to(&self.paths, &self.apps, e, log);
+                flush_to(&self.paths, &self.apps, &self.resolver, e, log);
             }
         }
     }
 
     fn flush(&mut self, e: &mut Client, log: &mut RateLimit, _: &Registry) {
-        flush_to(&self.paths, &self.apps, e, log);
+        flush_to(&self.paths, &self.apps, &self.resolver, e, log);
     }
 }
 
 /// Everything the endpoint produced, onto the paths and to the apps.
-fn flush_to(paths: &[Option<UdpSocket>], apps: &Apps, e: &mut Client, log: &mut RateLimit) {
+fn flush_to(
+    paths: &[Option<UdpSocket>],
+    apps: &Apps,
+    resolver: &Resolver,
+    e: &mut Client,
+    log: &mut RateLimit,
+) {
     flush(
         e,
         log,
-        |_, _| {},
+        |_, ev| {
+            if let Event::Path(c) = ev {
+                if c.to == PathState::Down {
+                    resolver.on_down(c.path);
+                }
+            }
+        },
         |dest, data| {
             let mut failed = Failures::default();
             match *dest {
