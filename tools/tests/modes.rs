@@ -164,3 +164,58 @@ fn path_field(report: &serde_json::Value, name: &str, key: &str) -> f64 {
         .and_then(|p| p[key].as_f64())
         .unwrap_or_else(|| panic!("no {key} for path {name} in {report}"))
 }
+
+/// In redundant mode, after 10 s at 1,000 datagrams/s, each path's loss estimate, out and
+/// in, is within 3 points of what its bridge really drops (one bridge drops differently
+/// each way, so a swapped direction shows).
+#[test]
+fn loss_estimates_match_the_bridges() {
+    let _g = serial();
+    // (up, down) loss of each bridge, in percent.
+    let real = [(5.0, 10.0), (20.0, 20.0), (30.0, 30.0)];
+    let args: Vec<Vec<String>> = real
+        .iter()
+        .map(|(u, d)| {
+            vec![
+                "--loss-up".to_string(),
+                u.to_string(),
+                "--loss-down".to_string(),
+                d.to_string(),
+            ]
+        })
+        .collect();
+    let args: Vec<Vec<&str>> = args
+        .iter()
+        .map(|a| a.iter().map(String::as_str).collect())
+        .collect();
+    let bridges: Vec<&[&str]> = args.iter().map(Vec::as_slice).collect();
+    let mut t = Topo::with(
+        V4,
+        Setup {
+            bridges: &bridges,
+            ..Setup::default()
+        },
+    );
+    let run = Load::spawn(
+        t.client_addr,
+        &["--rate", "1000", "--size", "200", "--duration", "11"],
+    );
+    thread::sleep(Duration::from_secs(10));
+    let report = t.client.next_report();
+    let r = run.finish();
+    let ctx = || format!("{}\n{report}\n{}", summary("loss", &r), t.diag());
+    assert_clean(&r, &ctx);
+    let mut seen = Vec::new();
+    for (addr, (up, down)) in t.bridge_addrs.iter().zip(real) {
+        let name = addr.to_string();
+        let out = path_field(&report, &name, "loss_out") * 100.0;
+        let inn = path_field(&report, &name, "loss_in") * 100.0;
+        seen.push(format!("{up}/{down} % read {out:.1}/{inn:.1} %"));
+        assert!(
+            (out - up).abs() <= 3.0 && (inn - down).abs() <= 3.0,
+            "bridge dropping {up} % up and {down} % down read {out:.1} % out and {inn:.1} % in\n{}",
+            ctx()
+        );
+    }
+    println!("loss estimates: {}", seen.join(", "));
+}

@@ -175,3 +175,101 @@ fn netns_remote_bridges_cut_mid_stream() {
     );
     assert!(num(&r, "sent") >= 9000.0, "{}", ctx());
 }
+
+/// A path named by a host name is looked up again when it goes down (on a helper thread):
+/// mpclient runs in a mount namespace of its own whose /etc/hosts maps `bridge-host` to
+/// 127.0.0.2, where a bridge listens. The name is moved to 127.0.0.3 (another bridge on the
+/// same port) and the first bridge goes dark: the path goes down, is reconnected to the new
+/// address and comes back up, while a second path carries the traffic. Needs root (a mount
+/// namespace, like the network namespaces above).
+#[test]
+#[ignore = "needs root (a mount namespace for a private /etc/hosts)"]
+fn netns_host_names_are_looked_up_again_when_a_path_goes_down() {
+    let _g = serial();
+    need::require(Need::Netns);
+    let (_echo, echo_addr) = start_echo(V4);
+    let (server, server_addr) = start_server("127.0.0.1:0", echo_addr, &End::default());
+    let up = server_addr.to_string();
+    let (old, old_addr) = start("bridge-old", BRIDGE, &["127.0.0.2:0", &up]);
+    let port = old_addr.port();
+    let (_new, new_addr) = start("bridge-new", BRIDGE, &[&format!("127.0.0.3:{port}"), &up]);
+    let (_direct, direct_addr) = start_bridge("bridge-direct", V4, server_addr, &[]);
+    let hosts = TempFile::new("hosts", "127.0.0.1 localhost\n127.0.0.2 bridge-host\n");
+    let conf = TempFile::new(
+        "client.conf",
+        &format!(
+            "bridge-host {port} name=named\n{} {}\n",
+            direct_addr.ip(),
+            direct_addr.port()
+        ),
+    );
+    let (mut client, client_addr) = start(
+        "mpclient",
+        "unshare",
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+            hosts.path(),
+            CLIENT,
+            "--listen",
+            "127.0.0.1:0",
+            "--stats-json",
+            "--stats-interval",
+            "0.5",
+            "--probe-interval",
+            "100",
+            "--down-after",
+            "600",
+            conf.path(),
+        ],
+    );
+    wait_roundtrip(client_addr, &|| {
+        format!("{}\n{}", client.tail(20), server.tail(10))
+    });
+    let named = |r: &Value| -> (String, String) {
+        let p = r["paths"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "named"))
+            .unwrap_or_else(|| panic!("no path 'named' in {r}"));
+        (
+            p["remote"].as_str().expect("remote").to_string(),
+            p["state"].as_str().expect("state").to_string(),
+        )
+    };
+    let first = client.next_report();
+    assert_eq!(named(&first), (old_addr.to_string(), "up".to_string()));
+    let run = Load::spawn(
+        client_addr,
+        &["--rate", "500", "--size", "200", "--duration", "5"],
+    );
+    thread::sleep(Duration::from_millis(1000));
+    // The name moves, then its old address goes dark.
+    std::fs::write(hosts.path(), "127.0.0.1 localhost\n127.0.0.3 bridge-host\n")
+        .expect("rewrite the hosts file");
+    let seen = client.reports().len();
+    old.signal(libc::SIGUSR1);
+    let moved = client.wait_report(seen, |r| {
+        named(r) == (new_addr.to_string(), "up".to_string())
+    });
+    let r = run.finish();
+    let resolved = client.wait_for_line("event=path_resolved", 0);
+    assert!(
+        resolved.contains(&format!("remote={new_addr}")),
+        "{resolved}"
+    );
+    let ctx = || {
+        format!(
+            "{}\n{moved}\n{}\n{}",
+            summary("re-resolved", &r),
+            client.tail(20),
+            server.tail(10)
+        )
+    };
+    assert_clean(&r, &ctx);
+    assert_eq!(lost(&r), 0.0, "the direct path was up all along\n{}", ctx());
+    println!("{resolved}");
+}
