@@ -199,6 +199,37 @@ fn balance_spreads_in_proportion_to_capacity() {
     assert!(delivered > 3000.0, "{delivered}/s");
 }
 
+/// Balance over three clean paths, the first blackholed mid-stream (500/s echo): the dark
+/// path's share moves to the others once it is in doubt (a few RTTs), in both directions,
+/// rather than once it is down (1 s, a third of the flow lost meanwhile).
+#[test]
+fn balance_blackholing_a_path_costs_only_the_doubt_time() {
+    let mut s = sim_with(Mode::Balance, &[link(10.0), link(15.0), link(20.0)], 15);
+    let mut c = [0u64];
+    s.run(Duration::from_secs(5), RATE, 1, 100, &mut c);
+    assert!(missing(&s, c[0]).is_empty(), "lost before the blackhole");
+    let before = data_tx(&s);
+    s.run(Duration::from_secs(8), RATE, 1, 100, &mut c);
+    let d = delta(&before, &data_tx(&s));
+    assert!(
+        d.iter().all(|&n| n > 300),
+        "every path carries a share: {d:?}"
+    );
+    for l in [&mut s.up[0], &mut s.down[0]] {
+        l.down = true;
+    }
+    s.run(Duration::from_secs(14), RATE, 1, 100, &mut c);
+    s.run(Duration::from_secs(15), RATE, 0, 100, &mut c);
+    let lost = missing(&s, c[0]);
+    let lost_ms = lost.len() as f64 * 1000.0 / RATE;
+    println!(
+        "balance: {} datagrams lost ({lost_ms:.0} ms of traffic)",
+        lost.len()
+    );
+    assert!(lost_ms <= 100.0, "lost {lost_ms} ms: {lost:?}");
+    s.assert_clean();
+}
+
 /// A backup path carries nothing while another path is up, everything once they are down,
 /// and is probed less often meanwhile.
 #[test]

@@ -53,6 +53,8 @@ pub struct Client {
     /// Balance shares for the server's direction, and when they were measured.
     down_shares: Vec<f64>,
     shares_at: Option<Instant>,
+    /// Paths in doubt when the shares were last made (a change makes them again at once).
+    shares_doubt: PathMask,
     /// The announcement last sent, and when.
     announced: Option<(Announce, Instant)>,
     /// The last DATA from the server (a two-way flow runs).
@@ -103,6 +105,7 @@ impl Client {
             plan_at: None,
             down_shares: Vec::new(),
             shares_at: None,
+            shares_doubt: 0,
             announced: None,
             last_peer_data: None,
         }
@@ -270,6 +273,15 @@ impl Client {
     /// Makes the plan again from the paths' figures; tells the server when it changed.
     fn replan(&mut self, now: Instant) {
         let views = self.views(now, false);
+        if self.scheduler.mode() != Mode::Redundant {
+            // A path in doubt is asked at once: one RTT clears a false doubt (a gap in
+            // the replies), rather than the next regular probe.
+            for (p, v) in self.paths.iter_mut().zip(&views) {
+                if v.in_doubt {
+                    p.probe_soon(now);
+                }
+            }
+        }
         self.plan = self.scheduler.plan(now, &views);
         self.plan_at = Some(now);
         if let Some(sw) = self.scheduler.take_switch() {
@@ -285,14 +297,23 @@ impl Client {
         for (i, p) in self.paths.iter_mut().enumerate() {
             p.set_carrying(carrying & (1 << i) != 0);
         }
-        if self.scheduler.mode() == Mode::Balance
-            && self
-                .shares_at
-                .is_none_or(|t| now.saturating_duration_since(t) >= SHARES_EVERY)
-        {
-            let down = self.views(now, true);
-            self.down_shares = scheduler::balance_shares(&down, self.plan.mask);
-            self.shares_at = Some(now);
+        if self.scheduler.mode() == Mode::Balance {
+            let doubt = views
+                .iter()
+                .enumerate()
+                .take(64)
+                .filter(|(_, v)| v.in_doubt)
+                .fold(0, |m, (i, _)| m | 1 << i);
+            if doubt != self.shares_doubt
+                || self
+                    .shares_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= SHARES_EVERY)
+            {
+                let down = self.views(now, true);
+                self.down_shares = scheduler::balance_shares(&down, self.plan.mask);
+                self.shares_at = Some(now);
+                self.shares_doubt = doubt;
+            }
         }
         self.maybe_announce(now);
     }

@@ -42,6 +42,8 @@ const LOSS_SAMPLES: usize = 17;
 const MIN_LOSS_SAMPLES: usize = 5;
 /// ... or, with data, fewest packets counted (and at least two acks).
 const MIN_LOSS_PACKETS: u64 = 100;
+/// A lossy path is up again once its loss is below this fraction of the threshold.
+const LOSSY_RECOVER: f64 = 0.8;
 /// A backup path that carries no data is probed this many times less often.
 const BACKUP_PROBE_FACTOR: u32 = 4;
 /// Shortest and longest time without an answer before a path is in doubt.
@@ -208,8 +210,10 @@ pub struct ClientPath {
     probes_sent: u64,
     /// Per probe: (token, sent at, DATA copies sent before it).
     sent: [(u64, Option<Instant>, u64); SENT_RING],
-    /// The newest probe sent and not answered yet.
+    /// The oldest probe not answered yet (cleared by an answer to the newest).
     probe_out: Option<Instant>,
+    /// When the last probe went out.
+    last_probe: Option<Instant>,
     acks_received: u64,
     ack_peer_epoch: u64,
     samples: VecDeque<Sample>,
@@ -251,6 +255,7 @@ impl ClientPath {
             probes_sent: 0,
             sent: [(u64::MAX, None, 0); SENT_RING],
             probe_out: None,
+            last_probe: None,
             acks_received: 0,
             ack_peer_epoch: 0,
             samples: VecDeque::with_capacity(LOSS_SAMPLES),
@@ -426,6 +431,18 @@ impl ClientPath {
         }
     }
 
+    /// The path is in doubt: probe it now, unless a probe went out within the doubt time
+    /// (its answer would clear the doubt). One round trip then tells a path that is still
+    /// there (its replies paused, or a probe was lost to congestion) from one gone dark.
+    pub fn probe_soon(&mut self, now: Instant) {
+        let recent = self
+            .last_probe
+            .is_some_and(|t| now.saturating_duration_since(t) < self.doubt_after());
+        if !recent && !self.retired {
+            self.next_probe = self.next_probe.min(now);
+        }
+    }
+
     /// If a probe is due, returns its token and schedules the next one.
     pub fn poll_probe(&mut self, now: Instant, params: &Params) -> Option<u64> {
         if now < self.next_probe || self.retired {
@@ -437,6 +454,7 @@ impl ClientPath {
         if self.probe_out.is_none() {
             self.probe_out = Some(now);
         }
+        self.last_probe = Some(now);
         let silent_for = now.saturating_duration_since(self.last_rx.unwrap_or(self.created));
         let interval = if silent_for >= params.suspect_after && !self.sparse() {
             params.fast_probe_interval
@@ -607,9 +625,18 @@ impl ClientPath {
             .map(|t| t + d)
     }
 
+    /// Up or lossy from the loss figures, with hysteresis: a lossy path is up again only
+    /// once both directions are below 80 % of the threshold, so a path whose loss sits at
+    /// the threshold does not flap (nor log a change each probe).
     fn health(&self, params: &Params) -> PathState {
         let (o, i) = self.loss();
-        if o.unwrap_or(0.0) > params.lossy_threshold || i.unwrap_or(0.0) > params.lossy_threshold {
+        let worst = o.unwrap_or(0.0).max(i.unwrap_or(0.0));
+        let limit = if self.state == PathState::Lossy {
+            params.lossy_threshold * LOSSY_RECOVER
+        } else {
+            params.lossy_threshold
+        };
+        if worst > limit {
             PathState::Lossy
         } else {
             PathState::Up
@@ -747,6 +774,43 @@ mod tests {
         assert!((o.unwrap() - 0.5).abs() < 0.05, "{o:?}");
         assert!((i.unwrap() - 0.5).abs() < 0.05, "{i:?}");
         assert_eq!(p.state(), PathState::Lossy);
+    }
+
+    #[test]
+    fn lossy_has_hysteresis() {
+        let params = Params::default();
+        let fast = params.clone_with_interval();
+        let t0 = Instant::now();
+        let mut p = ClientPath::new("a".into(), "x".into(), t0);
+        let (mut peer_probes, mut peer_data, mut step) = (0, 0, 0u64);
+        // Twenty ack intervals of 100 DATA copies each, of which `loss` do not arrive.
+        let mut phase = |p: &mut ClientPath, loss: u64| {
+            for _ in 0..20 {
+                step += 1;
+                let now = t0 + Duration::from_millis(10 * step);
+                for _ in 0..100 {
+                    p.on_send_data(now, 100);
+                }
+                let tok = p.poll_probe(now, &fast).unwrap();
+                peer_probes += 1;
+                peer_data += 100 - loss;
+                let ack = ProbeAck {
+                    echo_seq: 0,
+                    echo_token: tok,
+                    probes_received: peer_probes,
+                    data_received: peer_data,
+                    data_sent: 0,
+                };
+                p.on_receive(now, 40, &params);
+                p.on_ack(now, &ack, 9, &params);
+            }
+            p.state()
+        };
+        assert_eq!(phase(&mut p, 12), PathState::Lossy);
+        assert_eq!(phase(&mut p, 9), PathState::Lossy, "9 % is not below 8 %");
+        assert_eq!(phase(&mut p, 7), PathState::Up);
+        assert_eq!(phase(&mut p, 9), PathState::Up, "9 % is not above 10 %");
+        assert_eq!(phase(&mut p, 12), PathState::Lossy);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - `k-best=K`: the K best paths by score; a member keeps its place until a non-member's
 //!   score beats its own by 20 %.
 //! - `balance`: each datagram on one path, spread in proportion to each path's measured
-//!   delivery capacity times its `weight=` (smooth weighted round robin).
+//!   delivery capacity times its `weight=` (smooth weighted round robin). A path in doubt
+//!   gets no share while another is not in doubt.
 //!
 //! Backup paths (`backup` on a path's line) are left out in every mode while any other
 //! path is not down.
@@ -365,7 +366,13 @@ pub fn pick_weighted(credit: &mut Vec<f64>, shares: &[f64]) -> PathMask {
 
 /// Balance shares: capacity × weight over the eligible paths; a path not measured yet gets
 /// the largest measured capacity (so it is tried), or all get 1 while none is measured.
+/// A path in doubt gets no share while another eligible path is not in doubt: a path going
+/// dark costs its share for the doubt time, not for the whole down threshold.
 pub fn balance_shares(views: &[PathView], elig: PathMask) -> Vec<f64> {
+    let sure = members(elig)
+        .filter(|&i| !views[i].in_doubt)
+        .fold(0, |m, i| m | 1 << i);
+    let elig = if sure != 0 { sure } else { elig };
     let known = members(elig)
         .filter_map(|i| views[i].capacity)
         .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))));
@@ -517,6 +524,23 @@ mod tests {
         views[1].weight = 3;
         let plan = s.plan(t, &views);
         assert_eq!(plan.shares[0], plan.shares[1]);
+    }
+
+    #[test]
+    fn balance_gives_no_share_to_a_path_in_doubt_unless_all_are() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(Mode::Balance);
+        let mut views = vec![v(Up, 10.0, 0.0), v(Up, 10.0, 0.0), v(Up, 10.0, 0.0)];
+        views[1].in_doubt = true;
+        let plan = s.plan(t, &views);
+        assert_eq!(plan.shares, [1.0, 0.0, 1.0]);
+        for _ in 0..10 {
+            assert_ne!(s.pick(&plan), 0b010);
+        }
+        for v in &mut views {
+            v.in_doubt = true;
+        }
+        assert_eq!(s.plan(t, &views).shares, [1.0, 1.0, 1.0]);
     }
 
     #[test]
