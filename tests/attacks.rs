@@ -482,3 +482,36 @@ fn one_datagram_sessions_get_every_path() {
         assert!(rate >= 0.925, "{mode}: only {:.1} % answered", 100.0 * rate);
     }
 }
+
+/// A slower bridge's copies are mostly duplicates (the faster one delivers first), yet they
+/// came from its address: they earn it the anti-amplification budget, so the server's
+/// replies on it are not cut while it has not answered its validation probe (here it never
+/// can: its down link is dark).
+#[test]
+fn duplicates_earn_a_slow_bridge_its_amplification_budget() {
+    for (mode, params) in modes() {
+        let link = Link {
+            delay_ms: 5.0,
+            ..Link::default()
+        };
+        let mut sim = Sim::new(2, link, params, 51);
+        sim.up[1].delay_ms = 40.0;
+        sim.down[1].down = true;
+        let mut c = [0u64];
+        sim.run(Duration::from_secs(3), 200.0, 1, 100, &mut c);
+        assert!(!sim.server.bridge_validated(&bridge_addr(1)), "{mode}");
+        let st = sim.server.stats(sim.now);
+        let slow = bridge_addr(1).to_string();
+        let tx = st
+            .paths
+            .iter()
+            .find(|p| p.name == slow)
+            .map_or(0, |p| p.tx_packets);
+        println!(
+            "{mode}: {tx} packets to the slow unvalidated bridge, {} cut",
+            st.totals.amplification_drops
+        );
+        assert_eq!(st.totals.amplification_drops, 0, "{mode}");
+        assert!(tx > 500, "{mode}: {tx}");
+    }
+}

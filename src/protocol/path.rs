@@ -75,7 +75,8 @@ pub struct PathStats {
     pub loss_out: Option<f64>,
     /// Fraction of the peer's packets we did not get (acks and data), once measured.
     pub loss_in: Option<f64>,
-    /// `backup` for a backup path; empty otherwise.
+    /// `backup` for a backup path (client), `unvalidated` for a bridge address that has not
+    /// answered its validation probe (server); empty otherwise.
     pub flags: String,
     /// True while the scheduler sends data on this path.
     pub active: bool,

@@ -186,10 +186,15 @@ impl Bridges {
         }
     }
 
-    /// A DATA copy of the client's `epoch` arrived from `from`.
-    pub(super) fn on_data(&mut self, from: &SocketAddr, epoch: u64) {
+    /// A DATA copy of the client's `epoch` arrived from `from`; `duplicate` is its length
+    /// if it will not be acted on (another path delivered it first), which counts toward
+    /// the address's anti-amplification budget only.
+    pub(super) fn on_data(&mut self, from: &SocketAddr, epoch: u64, duplicate: usize) {
         if let Some(p) = self.map.get_mut(from) {
             p.peer_counts.on_data(epoch);
+            if !p.validated {
+                p.rx_bytes_total += duplicate as u64;
+            }
         }
     }
 
@@ -262,6 +267,9 @@ impl Bridges {
                     rx_packets: p.rx_packets,
                     rx_bytes: p.rx_bytes,
                     last_rx_ms: Some(silent.as_millis() as u64),
+                    // Until it answers a validation probe, replies to it are capped at 3×
+                    // what it sent (anti-amplification).
+                    flags: if p.validated { "" } else { "unvalidated" }.to_string(),
                     ..PathStats::default()
                 }
             })

@@ -124,9 +124,14 @@ impl Server {
             return;
         }
         if header.ptype == PacketType::Data {
-            self.bridges.on_data(&from, header.epoch);
             // Duplicates and replays of known epochs are refused before decryption.
-            if !self.precheck_data(&header) {
+            let fresh = self.precheck_data(&header);
+            // A copy that another path delivered first still came from this address (its
+            // path MAC checked, with a key): it counts toward the address's
+            // anti-amplification budget, as the copies it was first with do.
+            let duplicate = if fresh { 0 } else { bytes.len() };
+            self.bridges.on_data(&from, header.epoch, duplicate);
+            if !fresh {
                 return;
             }
         }
