@@ -276,6 +276,36 @@ fn loss_figures_follow_the_real_loss() {
     }
 }
 
+/// The server follows a new client's mode from its first replies on, not from the next
+/// repeat of the announcement (the first one reached the server before it held the
+/// client, and was dropped there): plaintext and keyed.
+#[test]
+fn the_server_follows_a_new_clients_mode_at_once() {
+    for params in [Params::default(), keyed(4)] {
+        let mut s = Sim::new(2, link(10.0), params, 16);
+        s.restart_client_as(Mode::Failover, specs(2));
+        s.up[1].delay_ms = 20.0;
+        s.down[1].delay_ms = 20.0;
+        let mut c = [0u64];
+        s.run(Duration::from_millis(300), RATE, 1, 100, &mut c);
+        let tx = |s: &Sim, i: usize| {
+            let a = bridge_addr(i).to_string();
+            s.server
+                .stats(s.now)
+                .paths
+                .iter()
+                .find(|p| p.name == a)
+                .map_or(0, |p| p.tx_packets)
+        };
+        let before = tx(&s, 1);
+        s.run(Duration::from_millis(900), RATE, 1, 100, &mut c);
+        let second = tx(&s, 1) - before;
+        // 300 datagrams went back meanwhile; the standby path gets its probe acks only.
+        assert!(second < 20, "{second} replies on the standby path");
+        s.assert_clean();
+    }
+}
+
 /// The server schedules a client's replies the way the client announced: in failover, on
 /// the active path only; after a switch at run time, on every path again.
 #[test]

@@ -57,6 +57,9 @@ pub struct Client {
     shares_doubt: PathMask,
     /// The announcement last sent, and when.
     announced: Option<(Announce, Instant)>,
+    /// The server epoch whose DATA was last delivered: a new one (the server just admitted
+    /// this client, or restarted) may have missed the announcement.
+    announced_to: Option<u64>,
     /// The last DATA from the server (a two-way flow runs).
     last_peer_data: Option<Instant>,
 }
@@ -107,6 +110,7 @@ impl Client {
             shares_at: None,
             shares_doubt: 0,
             announced: None,
+            announced_to: None,
             last_peer_data: None,
         }
     }
@@ -338,6 +342,20 @@ impl Client {
         an
     }
 
+    /// DATA of server epoch `epoch` arrived: the first of an epoch means that server holds
+    /// this client now, and an announcement sent before it did was dropped there (the server
+    /// keeps announcements per client epoch it holds). Announce again at once rather than at
+    /// the next repeat.
+    fn heard_from_server(&mut self, now: Instant, epoch: u64) {
+        if self.announced_to != Some(epoch) {
+            self.announced_to = Some(epoch);
+            if self.scheduler.mode() != Mode::Redundant {
+                self.announced = None;
+                self.core.timers.set_earliest(Timer::Schedule, now);
+            }
+        }
+    }
+
     /// Sends the announcement on every path that is not down when it changed (at most
     /// every 5 ms) or once a second.
     fn maybe_announce(&mut self, now: Instant) {
@@ -473,7 +491,7 @@ impl Client {
             PacketType::ProbeAck => self.on_probe_ack(now, path, header, payload),
             PacketType::Close => self.on_close(header),
             PacketType::Challenge => self.on_challenge(now, path, header, payload),
-            PacketType::Response => self.on_response(header, payload),
+            PacketType::Response => self.on_response(now, header, payload),
             t if t.reserved() => self.core.counters.unsupported += 1,
             _ => self.core.counters.malformed += 1,
         }
@@ -513,6 +531,7 @@ impl Client {
                     s.last_active = now;
                 }
                 self.last_peer_data = Some(now);
+                self.heard_from_server(now, header.epoch);
                 self.core.deliver(ClientDest::App(app), payload);
             }
             Admit::Hold { held, .. } => {
@@ -556,7 +575,7 @@ impl Client {
         self.send_on(now, 1 << path, &h, &p, false);
     }
 
-    fn on_response(&mut self, header: &Header, payload: &[u8]) {
+    fn on_response(&mut self, now: Instant, header: &Header, payload: &[u8]) {
         let Ok(r) = Response::parse(payload) else {
             self.core.counters.malformed += 1;
             return;
@@ -570,6 +589,7 @@ impl Client {
         if restarted {
             self.core.push_event(Event::PeerRestarted { epoch });
         }
+        self.heard_from_server(now, epoch);
         self.core.counters.stale_epoch += released.refused;
         for (data, session) in released.deliver {
             match self.by_id.get(&session) {
