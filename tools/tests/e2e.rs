@@ -473,6 +473,59 @@ fn ipv6_topology() {
     assert!(num(&r, "loss_pct") < 0.5, "{}", ctx());
 }
 
+/// A mixed path set: one bridge reached over IPv4 and one over IPv6, to an mpserver
+/// listening on both (`[::]`, where IPv4 bridges arrive as v4-mapped addresses). Both paths
+/// are up and carry the traffic, and nothing is lost.
+#[test]
+#[ignore = "needs IPv6 loopback"]
+fn ipv6_mixed_with_ipv4_paths() {
+    let _g = serial();
+    need::require(Need::Ipv6);
+    let (_echo, echo_addr) = start_echo(V4);
+    let (server, server_addr) = start_server("[::]:0", echo_addr, &End::default());
+    let port = server_addr.port();
+    let (_b4, via4) = start_bridge(
+        "bridge-v4",
+        V4,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &[],
+    );
+    let (_b6, via6) = start_bridge(
+        "bridge-v6",
+        V6,
+        format!("[::1]:{port}").parse().unwrap(),
+        &[],
+    );
+    let conf = client_conf(&[via4, via6]);
+    let (mut client, client_addr) = start_client("127.0.0.1:0", &conf.0, &End::default());
+    wait_roundtrip(client_addr, &|| {
+        format!("{}\n{}", client.tail(20), server.tail(10))
+    });
+    let r = load(
+        client_addr,
+        &["--rate", "1000", "--size", "500", "--duration", "2"],
+    );
+    let report = client.next_report();
+    let ctx = || format!("{}\n{report}\n{}", summary("mixed", &r), server.tail(10));
+    assert_clean(&r, &ctx);
+    assert!(num(&r, "loss_pct") < 0.5, "{}", ctx());
+    for via in [via4, via6] {
+        let p = report["paths"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["remote"] == via.to_string().as_str()))
+            .unwrap_or_else(|| panic!("no path {via}\n{}", ctx()));
+        assert_eq!(p["state"], "up", "{}", ctx());
+        // Every datagram went out on it, and its probes came back (both ways work).
+        assert!(num(p, "tx_packets") >= 2000.0, "{via}\n{}", ctx());
+        assert!(
+            num(p, "probe_acks") >= 3.0,
+            "{via} answered no probe\n{}",
+            ctx()
+        );
+    }
+    println!("{}", summary("mixed v4/v6", &r));
+}
+
 /// 11. SIGTERM stops both ends cleanly; the client's CLOSE removes its sessions on the server.
 #[test]
 fn clean_shutdown_on_sigterm() {
