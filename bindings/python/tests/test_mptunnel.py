@@ -520,11 +520,16 @@ def test_live_page_in_a_real_browser(echo: Echo) -> None:
                 wait.until(lambda d: all(r[2] != "–" for r in rows()))
                 first, first_delivered = rows(), delivered()
                 assert [r[0] for r in first] == ["bridge1", "bridge2", "bridge3"], first
-                # bridge3 degrades: the page shows it within a few seconds.
+                # bridge3 degrades: within a few seconds the page shows it lossy, and its loss
+                # figure climbs as the estimate's window (about 4 s) fills with the new loss.
                 bridges[2].loss = 0.5
-                wait.until(lambda d: rows()[2][1].lower() == "lossy")
+
+                def shows_degraded(d: object) -> bool:
+                    r = rows()[2]
+                    return r[1].lower() == "lossy" and r[3] != "–" and float(r[3].split()[0]) > 20
+
+                wait.until(shows_degraded)
                 later = rows()
-                assert later[2][3] != "–" and float(later[2][3].split()[0]) > 20, later
                 assert delivered() != first_delivered
                 assert later != first
                 browser.save_screenshot(str(_artifacts() / "live-page.png"))
