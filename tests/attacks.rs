@@ -515,3 +515,61 @@ fn duplicates_earn_a_slow_bridge_its_amplification_budget() {
         assert!(tx > 500, "{mode}: {tx}");
     }
 }
+
+/// After a server restart, a bridge releases DATA of the old server epoch that it held back
+/// (never delivered), interleaved with the new epoch's traffic: the client announces its
+/// mode again only for the new epoch, once, not at each switch between the two.
+#[test]
+fn held_back_copies_of_an_old_server_epoch_cause_no_announcements() {
+    use mptunnel::protocol::scheduler::Mode;
+    for (mode, params) in modes() {
+        let mut sim = Sim::new(2, lossless(), params, 52);
+        sim.restart_client_as(Mode::Failover, specs(2));
+        let mut c = [0u64];
+        sim.run(Duration::from_secs(2), 500.0, 1, 100, &mut c);
+        // 60 ms of the server's packets held back on both links (so never delivered).
+        sim.record_down = true;
+        for l in &mut sim.down {
+            l.down = true;
+        }
+        sim.run(Duration::from_millis(2060), 500.0, 1, 100, &mut c);
+        sim.record_down = false;
+        for l in &mut sim.down {
+            l.down = false;
+        }
+        let held: Vec<(usize, Vec<u8>)> = std::mem::take(&mut sim.recorded_down)
+            .into_iter()
+            .filter(|(_, b)| ptype(b) == Some(PacketType::Data))
+            .collect();
+        assert!(held.len() >= 20, "{mode}: {} held", held.len());
+        sim.restart_server();
+        sim.run(Duration::from_secs(4), 500.0, 1, 100, &mut c);
+        // Now release them, one every 10 ms, while the new epoch's replies flow.
+        sim.record = true;
+        sim.recorded_up.clear();
+        let mut at = Duration::from_secs(4);
+        for (path, bytes) in &held {
+            let now = sim.now;
+            sim.client.handle_datagram(now, *path, bytes);
+            sim.flush();
+            at += Duration::from_millis(10);
+            sim.run(at, 500.0, 1, 100, &mut c);
+        }
+        sim.record = false;
+        let announces = sim
+            .recorded_up
+            .iter()
+            .filter(|(_, b)| ptype(b) == Some(PacketType::Announce))
+            .count();
+        let secs = (at - Duration::from_secs(4)).as_secs_f64();
+        println!(
+            "{mode}: {} held copies released over {secs:.1} s, {announces} announcements",
+            held.len()
+        );
+        // The periodic one (each second, on both paths), and nothing per released copy.
+        assert!(
+            announces as f64 <= 2.0 * (secs + 1.0),
+            "{mode}: {announces} announcements"
+        );
+    }
+}

@@ -230,6 +230,23 @@ fn balance_blackholing_a_path_costs_only_the_doubt_time() {
     s.assert_clean();
 }
 
+/// An idle backup path that never answers (its down link is dark) stays probed sparingly
+/// in failover: being in doubt does not speed up a path that carries no data.
+#[test]
+fn a_silent_idle_backup_path_stays_probed_sparingly() {
+    let mut specs = specs(3);
+    specs[2].backup = true;
+    let mut s = Sim::new(3, link(10.0), Params::default(), 17);
+    s.restart_client_as(Mode::Failover, specs);
+    s.down[2].down = true;
+    let mut c = [0u64];
+    s.run(Duration::from_secs(6), RATE, 1, 100, &mut c);
+    let st = s.client.stats(s.now);
+    println!("idle backup: {} probes in 6 s", st.paths[2].probes_sent);
+    assert!(st.paths[2].probes_sent <= 10, "{:?}", st.paths[2]);
+    s.assert_clean();
+}
+
 /// A backup path carries nothing while another path is up, everything once they are down,
 /// and is probed less often meanwhile.
 #[test]

@@ -60,6 +60,8 @@ pub struct Client {
     /// The server epoch whose DATA was last delivered: a new one (the server just admitted
     /// this client, or restarted) may have missed the announcement.
     announced_to: Option<u64>,
+    /// Announce again as soon as the 5 ms spacing allows.
+    reannounce: bool,
     /// The last DATA from the server (a two-way flow runs).
     last_peer_data: Option<Instant>,
 }
@@ -111,6 +113,7 @@ impl Client {
             shares_doubt: 0,
             announced: None,
             announced_to: None,
+            reannounce: false,
             last_peer_data: None,
         }
     }
@@ -346,13 +349,16 @@ impl Client {
     /// this client now, and an announcement sent before it did was dropped there (the server
     /// keeps announcements per client epoch it holds). Announce again at once rather than at
     /// the next repeat.
+    /// Only the current server epoch counts, once: copies of an older epoch held back and
+    /// released by a bridge change nothing.
     fn heard_from_server(&mut self, now: Instant, epoch: u64) {
-        if self.announced_to != Some(epoch) {
-            self.announced_to = Some(epoch);
-            if self.scheduler.mode() != Mode::Redundant {
-                self.announced = None;
-                self.core.timers.set_earliest(Timer::Schedule, now);
-            }
+        if self.announced_to == Some(epoch) || self.server.windows.current_epoch() != Some(epoch) {
+            return;
+        }
+        self.announced_to = Some(epoch);
+        if self.scheduler.mode() != Mode::Redundant {
+            self.reannounce = true;
+            self.core.timers.set_earliest(Timer::Schedule, now);
         }
     }
 
@@ -364,11 +370,11 @@ impl Client {
             None => true,
             Some((last, at)) => {
                 let age = now.saturating_duration_since(*at);
-                (*last != an && age >= ANNOUNCE_MIN) || age >= ANNOUNCE_EVERY
+                ((*last != an || self.reannounce) && age >= ANNOUNCE_MIN) || age >= ANNOUNCE_EVERY
             }
         };
         if !due {
-            if self.announced.as_ref().is_some_and(|(last, _)| *last != an) {
+            if self.reannounce || self.announced.as_ref().is_some_and(|(last, _)| *last != an) {
                 self.core
                     .timers
                     .set_earliest(Timer::Schedule, now + ANNOUNCE_MIN);
@@ -376,6 +382,7 @@ impl Client {
             return;
         }
         self.announced = Some((an, now));
+        self.reannounce = false;
         let mut buf = [0u8; ANNOUNCE_MAX];
         let n = an.write(&mut buf);
         let h = self.core.control_header(PacketType::Announce);

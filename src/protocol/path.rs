@@ -432,14 +432,19 @@ impl ClientPath {
         }
     }
 
-    /// The path is in doubt: probe it now, unless a probe went out within the doubt time
-    /// (its answer would clear the doubt). One round trip then tells a path that is still
-    /// there (its replies paused, or a probe was lost to congestion) from one gone dark.
+    /// The path carries data and is in doubt: probe it now, unless a probe went out within
+    /// the doubt time (its answer would clear the doubt). One round trip then tells a path
+    /// that is still there (its replies paused, or a probe was lost to congestion) from one
+    /// gone dark. Paths that carry no data (standby, an idle backup: sparse probing) and
+    /// down ones (fast probing already) keep their own probe rate.
     pub fn probe_soon(&mut self, now: Instant) {
+        if !self.carrying || self.retired || self.state == PathState::Down {
+            return;
+        }
         let recent = self
             .last_probe
             .is_some_and(|t| now.saturating_duration_since(t) < self.doubt_after());
-        if !recent && !self.retired {
+        if !recent {
             self.next_probe = self.next_probe.min(now);
         }
     }
