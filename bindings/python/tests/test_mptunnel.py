@@ -507,15 +507,23 @@ def test_live_page_in_a_real_browser(echo: Echo) -> None:
                 wait = WebDriverWait(browser, 15)
                 wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#paths .path")) == 3)
 
+                # Read in the page's own script, in one go: the page re-renders every second
+                # (the totals are rebuilt), so elements found by one call may be gone by the next.
                 def rows() -> List[Tuple[str, ...]]:
-                    out = []
-                    for r in browser.find_elements(By.CSS_SELECTOR, "#paths .path"):
-                        out.append(tuple(r.find_element(By.CSS_SELECTOR, sel).text for sel in (".name", ".state", ".rtt", ".out", ".in")))
-                    return out
+                    got = browser.execute_script(
+                        "return Array.from(document.querySelectorAll('#paths .path')).map((r) =>"
+                        " ['.name', '.state', '.rtt', '.out', '.in'].map((s) => r.querySelector(s).innerText));"
+                    )
+                    return [tuple(str(v) for v in r) for r in got]
 
                 def delivered() -> str:
-                    tiles = browser.find_elements(By.CSS_SELECTOR, "#totals .tile")
-                    return next(t.find_element(By.CSS_SELECTOR, ".v").text for t in tiles if "delivered" in t.text)
+                    return str(
+                        browser.execute_script(
+                            "const t = Array.from(document.querySelectorAll('#totals .tile'))"
+                            ".find((t) => t.innerText.includes('delivered'));"
+                            " return t ? t.querySelector('.v').innerText : '';"
+                        )
+                    )
 
                 wait.until(lambda d: all(r[2] != "–" for r in rows()))
                 first, first_delivered = rows(), delivered()
