@@ -441,14 +441,22 @@ def test_metrics_parse_with_prometheus_client(echo: Echo) -> None:
             with mptunnel.Client(listen="127.0.0.1:0", paths=[b.addr for b in bridges], metrics="0") as client:
                 assert client.metrics_address is not None and client.metrics_address.startswith("127.0.0.1:")
                 traffic = Traffic(client.address)
-                time.sleep(2.0)
+                # A loss figure appears once enough acks came back (a second or two over the
+                # lossy bridge): scrape until the lossy path has one, for up to 10 s.
+                deadline = time.monotonic() + 10.0
+                while True:
+                    time.sleep(0.5)
+                    status, ctype, text = _get(f"http://{client.metrics_address}/metrics")
+                    assert status == 200 and "openmetrics-text" in ctype
+                    families = {f.name: f for f in text_string_to_metric_families(text)}  # type: ignore[no-untyped-call]
+                    # The family has no series (and is left out) while no path has a figure.
+                    measured = families["mptunnel_path_loss_ratio"].samples if "mptunnel_path_loss_ratio" in families else []
+                    loss = {(s.labels["remote"], s.labels["direction"]): s.value for s in measured}
+                    if (bridges[1].addr, "out") in loss or time.monotonic() > deadline:
+                        break
                 traffic.close()
-                status, ctype, text = _get(f"http://{client.metrics_address}/metrics")
-                assert status == 200 and "openmetrics-text" in ctype
-                families = {f.name: f for f in text_string_to_metric_families(text)}  # type: ignore[no-untyped-call]
                 rtt = families["mptunnel_path_rtt_seconds"]
                 assert len(rtt.samples) == 2 and all(0 < s.value < 1 for s in rtt.samples)
-                loss = {(s.labels["remote"], s.labels["direction"]): s.value for s in families["mptunnel_path_loss_ratio"].samples}
                 assert 0.1 < loss[(bridges[1].addr, "out")] < 0.5, loss
                 dropped = {s.labels["reason"]: s.value for s in families["mptunnel_dropped"].samples}
                 assert dropped["duplicates"] > 0
