@@ -65,51 +65,36 @@ pub(super) struct ClientSockets {
     resolver: Resolver,
 }
 
+/// A path's `HOST:PORT` looked up and what it gave (None: the lookup failed).
+type Lookup = (usize, String, Option<SocketAddr>);
+
 /// Re-resolution of a path's host name when the path goes down, off the event loop: a
 /// helper thread per lookup puts its answer in `done`, which the loop reads each turn.
 #[derive(Default)]
 struct Resolver {
-    /// `HOST:PORT` of each path whose host is a name (None for an address).
-    names: std::cell::RefCell<Vec<Option<String>>>,
+    /// Paths with a lookup under way.
     busy: std::cell::RefCell<std::collections::HashSet<usize>>,
-    done: Arc<std::sync::Mutex<Vec<(usize, String, SocketAddr)>>>,
+    done: Arc<std::sync::Mutex<Vec<Lookup>>>,
 }
 
 impl Resolver {
-    fn set(&self, i: usize, line: Option<&PathConfig>) {
-        let mut names = self.names.borrow_mut();
-        if names.len() <= i {
-            names.resize(i + 1, None);
-        }
-        names[i] = line
-            .filter(|l| l.host.parse::<std::net::IpAddr>().is_err())
-            .map(PathConfig::remote);
-    }
-
-    /// Path `i` went down: look its name up again (once at a time).
-    fn on_down(&self, i: usize) {
-        let Some(Some(name)) = self.names.borrow().get(i).cloned() else {
-            return;
-        };
-        if !self.busy.borrow_mut().insert(i) {
+    /// Path `i` (config line `line`) went down: if its host is a name, look it up again
+    /// (one lookup per path at a time).
+    fn on_down(&self, i: usize, line: &PathConfig) {
+        if line.host.parse::<std::net::IpAddr>().is_ok() || !self.busy.borrow_mut().insert(i) {
             return;
         }
+        let name = line.remote();
         let done = Arc::clone(&self.done);
         let spawned = std::thread::Builder::new()
             .name("mptunnel-resolve".into())
-            .spawn(move || match resolve(&name) {
-                Ok(a) => done
-                    .lock()
+            .spawn(move || {
+                let addr = resolve(&name)
+                    .map_err(|e| log::debug!("path {i}: {e}"))
+                    .ok();
+                done.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push((i, name, a)),
-                Err(e) => {
-                    log::debug!("path {i}: {e}");
-                    done.lock().unwrap_or_else(|p| p.into_inner()).push((
-                        i,
-                        name,
-                        SocketAddr::from(([0, 0, 0, 0], 0)),
-                    ));
-                }
+                    .push((i, name, addr));
             });
         if spawned.is_err() {
             self.busy.borrow_mut().remove(&i);
@@ -171,9 +156,9 @@ impl ClientSockets {
             let Some(Some(sock)) = self.paths.get(i) else {
                 continue;
             };
-            if still.as_deref() != Some(name.as_str()) || addr.port() == 0 {
+            let Some(addr) = addr.filter(|_| still.as_deref() == Some(name.as_str())) else {
                 continue;
-            }
+            };
             if sock.peer_addr().ok() == Some(addr) {
                 continue;
             }
@@ -185,6 +170,33 @@ impl ClientSockets {
                 Err(err) => log::warn!("path {name}: cannot connect to {addr}: {err}"),
             }
         }
+    }
+
+    /// Everything the endpoint produced, onto the paths and to the apps; a path gone down
+    /// has its host name looked up again.
+    fn flush_out(&self, e: &mut Client, log: &mut RateLimit) {
+        flush(
+            e,
+            log,
+            |_, ev| {
+                if let Event::Path(c) = ev {
+                    if let (PathState::Down, Some(Some(line))) = (c.to, self.lines.get(c.path)) {
+                        self.resolver.on_down(c.path, line);
+                    }
+                }
+            },
+            |dest, data| {
+                let mut failed = Failures::default();
+                match *dest {
+                    ClientDest::Path(i) => match self.paths.get(i) {
+                        Some(Some(sock)) => failed.note(sock.send(data), &format_args!("path {i}")),
+                        Some(None) | None => failed.missing(format!("no path {i}")),
+                    },
+                    ClientDest::App(app) => self.apps.deliver(app, data, &mut failed),
+                }
+                failed
+            },
+        );
     }
 
     /// A reloaded config: paths kept (by host, port, bind and dev), removed and added; the
@@ -256,7 +268,6 @@ impl ClientSockets {
                         let _ = reg.deregister(&mut s);
                     }
                     e.remove_path(i);
-                    self.resolver.set(i, None);
                     info!("event=path_removed path={}", line.display_name());
                     summary.push(format!("removed {}", line.display_name()));
                 }
@@ -265,7 +276,6 @@ impl ClientSockets {
         // Kept paths take their new options.
         for (i, p) in keep {
             e.set_path_options(i, p.display_name(), p.backup, p.weight);
-            self.resolver.set(i, Some(&p));
             self.lines[i] = Some(p);
         }
         // Added paths.
@@ -279,7 +289,6 @@ impl ClientSockets {
             self.paths[i] = Some(sock);
             info!("event=path_added path={} remote={remote}", p.display_name());
             summary.push(format!("added {}", p.display_name()));
-            self.resolver.set(i, Some(&p));
             self.lines[i] = Some(p);
         }
         if new.mode != e.mode() {
@@ -341,13 +350,7 @@ pub(super) fn build(setup: Setup) -> Result<ClientDriver, Error> {
             paths,
             config: config.clone(),
             lines: config.paths.iter().cloned().map(Some).collect(),
-            resolver: {
-                let r = Resolver::default();
-                for (i, p) in config.paths.iter().enumerate() {
-                    r.set(i, Some(p));
-                }
-                r
-            },
+            resolver: Resolver::default(),
         },
         local_addr,
         scratch: Scratch::default(),
@@ -379,7 +382,7 @@ impl Sockets<Client> for ClientSockets {
             };
             drain(sock, buf, &"listen socket", |data, from| {
                 e.handle_local(Instant::now(), from, data);
-                flush_to(&self.paths, &self.apps, &self.resolver, e, send_err_log);
+                self.flush_out(e, send_err_log);
             })
         } else {
             let i = token.0 - PATH_BASE;
@@ -388,7 +391,7 @@ impl Sockets<Client> for ClientSockets {
             };
             drain(sock, buf, &format_args!("path socket {i}"), |data, _| {
                 e.handle_datagram(Instant::now(), i, data);
-                flush_to(&self.paths, &self.apps, &self.resolver, e, send_err_log);
+                self.flush_out(e, send_err_log);
             })
         }
     }
@@ -398,44 +401,12 @@ impl Sockets<Client> for ClientSockets {
         if let Apps::InProcess(q) = &self.apps {
             for (_, data) in q.take_outgoing() {
                 e.handle_local(Instant::now(), IN_PROCESS_APP, &data);
-                flush_to(&self.paths, &self.apps, &self.resolver, e, log);
+                self.flush_out(e, log);
             }
         }
     }
 
     fn flush(&mut self, e: &mut Client, log: &mut RateLimit, _: &Registry) {
-        flush_to(&self.paths, &self.apps, &self.resolver, e, log);
+        self.flush_out(e, log);
     }
-}
-
-/// Everything the endpoint produced, onto the paths and to the apps.
-fn flush_to(
-    paths: &[Option<UdpSocket>],
-    apps: &Apps,
-    resolver: &Resolver,
-    e: &mut Client,
-    log: &mut RateLimit,
-) {
-    flush(
-        e,
-        log,
-        |_, ev| {
-            if let Event::Path(c) = ev {
-                if c.to == PathState::Down {
-                    resolver.on_down(c.path);
-                }
-            }
-        },
-        |dest, data| {
-            let mut failed = Failures::default();
-            match *dest {
-                ClientDest::Path(i) => match paths.get(i) {
-                    Some(Some(sock)) => failed.note(sock.send(data), &format_args!("path {i}")),
-                    Some(None) | None => failed.missing(format!("no path {i}")),
-                },
-                ClientDest::App(app) => apps.deliver(app, data, &mut failed),
-            }
-            failed
-        },
-    );
 }
