@@ -510,10 +510,7 @@ fn ipv6_mixed_with_ipv4_paths() {
     assert_clean(&r, &ctx);
     assert!(num(&r, "loss_pct") < 0.5, "{}", ctx());
     for via in [via4, via6] {
-        let p = report["paths"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["remote"] == via.to_string().as_str()))
-            .unwrap_or_else(|| panic!("no path {via}\n{}", ctx()));
+        let p = report_path(&report, "remote", &via.to_string());
         assert_eq!(p["state"], "up", "{}", ctx());
         // Every datagram went out on it, and its probes came back (both ways work).
         assert!(num(p, "tx_packets") >= 2000.0, "{via}\n{}", ctx());

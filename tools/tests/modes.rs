@@ -159,11 +159,7 @@ fn sighup_adds_and_removes_paths_under_traffic() {
 }
 
 fn path_field(report: &serde_json::Value, name: &str, key: &str) -> f64 {
-    report["paths"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
-        .and_then(|p| p[key].as_f64())
-        .unwrap_or_else(|| panic!("no {key} for path {name} in {report}"))
+    num(report_path(report, "name", name), key)
 }
 
 /// In redundant mode, after 10 s at 1,000 datagrams/s, each path's loss estimate, out and

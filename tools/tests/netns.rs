@@ -117,14 +117,10 @@ fn netns_remote_bridges_cut_mid_stream() {
     let remote: Vec<String> = paths[..3].iter().map(|a| a.to_string()).collect();
     // The state of each remote path in a report; every path has carried traffic.
     let states = |r: &Value| -> Vec<String> {
-        let all = r["paths"].as_array().expect("paths");
         remote
             .iter()
             .map(|addr| {
-                let p = all
-                    .iter()
-                    .find(|p| p["remote"] == addr.as_str())
-                    .unwrap_or_else(|| panic!("no path {addr} in {r}"));
+                let p = report_path(r, "remote", addr);
                 p["state"].as_str().expect("state").to_string()
             })
             .collect()
@@ -231,10 +227,7 @@ fn netns_host_names_are_looked_up_again_when_a_path_goes_down() {
         format!("{}\n{}", client.tail(20), server.tail(10))
     });
     let named = |r: &Value| -> (String, String) {
-        let p = r["paths"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["name"] == "named"))
-            .unwrap_or_else(|| panic!("no path 'named' in {r}"));
+        let p = report_path(r, "name", "named");
         (
             p["remote"].as_str().expect("remote").to_string(),
             p["state"].as_str().expect("state").to_string(),

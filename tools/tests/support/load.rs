@@ -66,6 +66,14 @@ pub fn num(v: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
+/// The path of a stats report whose `key` (`name`, `remote`) is `value`.
+pub fn report_path<'a>(report: &'a Value, key: &str, value: &str) -> &'a Value {
+    report["paths"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p[key] == value))
+        .unwrap_or_else(|| panic!("no path with {key} {value} in {report}"))
+}
+
 /// Datagrams that did not come back, counting sends refused while nothing listened.
 pub fn lost(v: &Value) -> f64 {
     num(v, "sent") + num(v, "send_errors") - num(v, "received")

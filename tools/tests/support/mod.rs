@@ -16,7 +16,7 @@ pub mod topo;
 
 use std::sync::{Mutex, MutexGuard};
 
-pub use load::{assert_clean, load, lost, num, summary, Load};
+pub use load::{assert_clean, load, lost, num, report_path, summary, Load};
 pub use net::{client_conf, free_port, udp_port_bound, wait_roundtrip, TempFile, V4, V6};
 pub use proc::{run_briefly, run_briefly_env, start, start_env, usage_error, Proc, STARTUP};
 pub use relay::{Relay, RelayKind};
