@@ -48,6 +48,17 @@ fn delta(a: &[u64], b: &[u64]) -> Vec<u64> {
 
 const RATE: f64 = 500.0;
 
+/// Blackholes path 0 both ways, keeps the 500/s echo flow going until `until_s` seconds,
+/// lets the last replies arrive (1 s more), and returns the datagrams never echoed.
+fn blackhole_first_path(s: &mut Sim, c: &mut [u64; 1], until_s: u64) -> Vec<u64> {
+    for l in [&mut s.up[0], &mut s.down[0]] {
+        l.down = true;
+    }
+    s.run(Duration::from_secs(until_s), RATE, 1, 100, c);
+    s.run(Duration::from_secs(until_s + 1), RATE, 0, 100, c);
+    missing(s, c[0])
+}
+
 /// The blackholed active path of a 500/s echo flow costs about 150 ms of traffic: a few RTTs
 /// to doubt it, while the next best path takes copies, then the switch once it is down.
 #[test]
@@ -72,13 +83,7 @@ fn failover_blackholing_the_active_path_costs_little() {
     s.run(Duration::from_secs(7), RATE, 1, 100, &mut c);
     let d = delta(&before, &data_tx(&s));
     assert!(d[0] > 900 && d[1] < 30 && d[2] < 30, "tx per path {d:?}");
-    // Blackhole it.
-    for l in [&mut s.up[0], &mut s.down[0]] {
-        l.down = true;
-    }
-    s.run(Duration::from_secs(12), RATE, 1, 100, &mut c);
-    s.run(Duration::from_secs(13), RATE, 0, 100, &mut c);
-    let lost = missing(&s, c[0]);
+    let lost = blackhole_first_path(&mut s, &mut c, 12);
     let lost_ms = lost.len() as f64 * 1000.0 / RATE;
     println!(
         "failover: {} datagrams lost ({lost_ms:.0} ms of traffic)",
@@ -96,12 +101,7 @@ fn redundant_blackholing_one_path_loses_nothing() {
     let mut s = sim_with(Mode::Redundant, &[link(10.0), link(15.0), link(20.0)], 8);
     let mut c = [0u64];
     s.run(Duration::from_secs(3), RATE, 1, 100, &mut c);
-    for l in [&mut s.up[0], &mut s.down[0]] {
-        l.down = true;
-    }
-    s.run(Duration::from_secs(8), RATE, 1, 100, &mut c);
-    s.run(Duration::from_secs(9), RATE, 0, 100, &mut c);
-    assert_eq!(missing(&s, c[0]), Vec::<u64>::new());
+    assert_eq!(blackhole_first_path(&mut s, &mut c, 8), Vec::<u64>::new());
     s.assert_clean();
 }
 
@@ -215,12 +215,7 @@ fn balance_blackholing_a_path_costs_only_the_doubt_time() {
         d.iter().all(|&n| n > 300),
         "every path carries a share: {d:?}"
     );
-    for l in [&mut s.up[0], &mut s.down[0]] {
-        l.down = true;
-    }
-    s.run(Duration::from_secs(14), RATE, 1, 100, &mut c);
-    s.run(Duration::from_secs(15), RATE, 0, 100, &mut c);
-    let lost = missing(&s, c[0]);
+    let lost = blackhole_first_path(&mut s, &mut c, 14);
     let lost_ms = lost.len() as f64 * 1000.0 / RATE;
     println!(
         "balance: {} datagrams lost ({lost_ms:.0} ms of traffic)",
